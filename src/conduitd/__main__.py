@@ -1,0 +1,7 @@
+"""`python -m conduitd` runs the command line."""
+
+from __future__ import annotations
+
+from conduitd.cli import main
+
+main()

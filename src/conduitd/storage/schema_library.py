@@ -1,0 +1,186 @@
+"""Migrations of library.db. Forward-only: never edit a released entry, add one.
+
+`sync_conduit` and `sync_generation` carry the seed SQL (FSYNC-002) column for
+column; extra columns follow the seed's, as DESIGN.md allows.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from conduitd.storage.migrations import Migration
+
+INITIAL: Final = """
+CREATE TABLE library_info (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE location (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    uuid BLOB NOT NULL UNIQUE,
+    device_id TEXT NOT NULL,
+    entry_id INTEGER,
+    name TEXT NOT NULL,
+    path BLOB NOT NULL,
+    st_dev INTEGER,
+    root_inode INTEGER,
+    index_mode TEXT NOT NULL DEFAULT 'deep',
+    state TEXT NOT NULL DEFAULT 'scanning',
+    index_lost INTEGER NOT NULL DEFAULT 0,
+    last_scan_at TEXT,
+    total_file_count INTEGER NOT NULL DEFAULT 0,
+    total_byte_size INTEGER NOT NULL DEFAULT 0,
+    version INTEGER NOT NULL DEFAULT 1,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (device_id, path)
+);
+
+CREATE TABLE entry (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    location_id INTEGER NOT NULL,
+    parent_id INTEGER,
+    name BLOB NOT NULL,
+    relative_path BLOB NOT NULL,
+    kind INTEGER NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0,
+    mtime_ns INTEGER NOT NULL DEFAULT 0,
+    ctime_ns INTEGER NOT NULL DEFAULT 0,
+    inode INTEGER NOT NULL DEFAULT 0,
+    mode INTEGER NOT NULL DEFAULT 0,
+    content_id TEXT,
+    symlink_target BLOB,
+    unreadable INTEGER NOT NULL DEFAULT 0,
+    FOREIGN KEY (location_id) REFERENCES location(id) ON DELETE CASCADE,
+    UNIQUE (location_id, relative_path)
+);
+CREATE INDEX idx_entry_parent ON entry(location_id, parent_id);
+
+CREATE TABLE sync_conduit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    uuid BLOB NOT NULL UNIQUE,
+    source_entry_id INTEGER NOT NULL,
+    target_entry_id INTEGER NOT NULL,
+    sync_mode TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    schedule TEXT NOT NULL DEFAULT 'manual',
+    use_index_rules INTEGER NOT NULL DEFAULT 1,
+    index_mode_override TEXT,
+    parallel_transfers INTEGER NOT NULL DEFAULT 3,
+    bandwidth_limit_mbps INTEGER,
+    last_sync_completed_at TEXT,
+    sync_generation INTEGER NOT NULL DEFAULT 0,
+    last_sync_error TEXT,
+    total_syncs INTEGER NOT NULL DEFAULT 0,
+    files_synced INTEGER NOT NULL DEFAULT 0,
+    bytes_transferred INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    name TEXT NOT NULL UNIQUE,
+    paused INTEGER NOT NULL DEFAULT 0,
+    last_checked_at TEXT,
+    version INTEGER NOT NULL DEFAULT 1,
+    FOREIGN KEY (source_entry_id) REFERENCES entry(id) ON DELETE CASCADE,
+    FOREIGN KEY (target_entry_id) REFERENCES entry(id) ON DELETE CASCADE
+);
+CREATE INDEX idx_sync_conduit_enabled ON sync_conduit(enabled);
+
+CREATE TABLE sync_generation (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conduit_id INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    started_at TEXT NOT NULL,
+    completed_at TEXT,
+    files_copied INTEGER NOT NULL DEFAULT 0,
+    files_deleted INTEGER NOT NULL DEFAULT 0,
+    conflicts_resolved INTEGER NOT NULL DEFAULT 0,
+    bytes_transferred INTEGER NOT NULL DEFAULT 0,
+    errors_encountered INTEGER NOT NULL DEFAULT 0,
+    verified_at TEXT,
+    verification_status TEXT NOT NULL DEFAULT 'unverified',
+    metadata_updated INTEGER NOT NULL DEFAULT 0,
+    files_skipped INTEGER NOT NULL DEFAULT 0,
+    conflicts_pending INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL DEFAULT 'running',
+    uuid BLOB,
+    version INTEGER NOT NULL DEFAULT 1,
+    FOREIGN KEY (conduit_id) REFERENCES sync_conduit(id) ON DELETE CASCADE
+);
+CREATE INDEX idx_sync_generation_conduit ON sync_generation(conduit_id, generation);
+
+CREATE TABLE sync_baseline (
+    conduit_id INTEGER NOT NULL,
+    relative_path BLOB NOT NULL,
+    kind INTEGER NOT NULL,
+    content_id TEXT,
+    size INTEGER NOT NULL DEFAULT 0,
+    mtime_ns INTEGER NOT NULL DEFAULT 0,
+    mode INTEGER NOT NULL DEFAULT 0,
+    symlink_target BLOB,
+    generation INTEGER NOT NULL,
+    PRIMARY KEY (conduit_id, relative_path),
+    FOREIGN KEY (conduit_id) REFERENCES sync_conduit(id) ON DELETE CASCADE
+);
+
+CREATE TABLE sync_conflict (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    uuid BLOB NOT NULL UNIQUE,
+    conduit_id INTEGER NOT NULL,
+    relative_path BLOB NOT NULL,
+    detected_generation INTEGER NOT NULL,
+    detected_at TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    source_kind INTEGER,
+    source_size INTEGER,
+    source_mtime_ns INTEGER,
+    source_content_id TEXT,
+    target_kind INTEGER,
+    target_size INTEGER,
+    target_mtime_ns INTEGER,
+    target_content_id TEXT,
+    resolution TEXT,
+    resolved_at TEXT,
+    version INTEGER NOT NULL DEFAULT 1,
+    FOREIGN KEY (conduit_id) REFERENCES sync_conduit(id) ON DELETE CASCADE
+);
+CREATE INDEX idx_sync_conflict_conduit ON sync_conflict(conduit_id, status);
+
+CREATE TABLE sync_leadership (
+    library BLOB PRIMARY KEY,
+    holder_device_id TEXT NOT NULL,
+    term INTEGER NOT NULL,
+    lease_expires_at TEXT NOT NULL
+);
+
+CREATE TABLE sync_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    model_type TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    change_type TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1,
+    data TEXT NOT NULL
+);
+
+CREATE TABLE sync_trash (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    conduit_id INTEGER NOT NULL,
+    generation INTEGER NOT NULL,
+    root TEXT NOT NULL,
+    relative_path BLOB NOT NULL,
+    trash_path BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0,
+    mtime_ns INTEGER NOT NULL DEFAULT 0,
+    content_id TEXT,
+    trashed_at TEXT NOT NULL,
+    FOREIGN KEY (conduit_id) REFERENCES sync_conduit(id) ON DELETE CASCADE
+);
+CREATE INDEX idx_sync_trash_conduit ON sync_trash(conduit_id, generation);
+"""
+
+LIBRARY_MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "initial library schema", INITIAL),
+)

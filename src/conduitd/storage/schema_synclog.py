@@ -1,0 +1,30 @@
+"""Migrations of sync.db: the sync log of seed LSYNC-008, column for column."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from conduitd.storage.migrations import Migration
+
+INITIAL: Final = """
+CREATE TABLE sync_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sequence INTEGER NOT NULL UNIQUE,
+    device_id TEXT NOT NULL,
+    timestamp TEXT NOT NULL,
+    model_type TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    change_type TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1,
+    data TEXT NOT NULL
+);
+
+CREATE INDEX idx_sync_log_sequence ON sync_log(sequence);
+CREATE INDEX idx_sync_log_device ON sync_log(device_id);
+CREATE INDEX idx_sync_log_model_record ON sync_log(model_type, record_id);
+CREATE INDEX idx_sync_log_timestamp ON sync_log(timestamp);
+"""
+
+SYNCLOG_MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "sync_log table (LSYNC-008)", INITIAL),
+)
