@@ -1,0 +1,115 @@
+"""Locations (conduit endpoints) and their root entries."""
+
+from __future__ import annotations
+
+import enum
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from conduitd.storage.database import Database, Row, Transaction
+from conduitd.storage.models import EntryKind
+from conduitd.timeutil import utc_now_text
+
+
+class LocationState(enum.StrEnum):
+    SCANNING = "scanning"
+    READY = "ready"
+    STALE = "stale"
+    UNMOUNTED = "unmounted"
+
+
+@dataclass(frozen=True, slots=True)
+class LocationRecord:
+    """A `location` row. `path` is this device's absolute root path."""
+
+    id: int
+    uuid: uuid.UUID
+    device_id: str
+    entry_id: int
+    name: str
+    path: Path
+    st_dev: int | None
+    root_inode: int | None
+    index_mode: str
+    state: LocationState
+    index_lost: bool
+    last_scan_at: str | None
+    total_file_count: int
+    total_byte_size: int
+    version: int
+
+    @classmethod
+    def from_row(cls, row: Row) -> LocationRecord:
+        return cls(
+            id=row["id"],
+            uuid=uuid.UUID(bytes=row["uuid"]),
+            device_id=row["device_id"],
+            entry_id=row["entry_id"],
+            name=row["name"],
+            path=Path(os.fsdecode(row["path"])),
+            st_dev=row["st_dev"],
+            root_inode=row["root_inode"],
+            index_mode=row["index_mode"],
+            state=LocationState(row["state"]),
+            index_lost=bool(row["index_lost"]),
+            last_scan_at=row["last_scan_at"],
+            total_file_count=row["total_file_count"],
+            total_byte_size=row["total_byte_size"],
+            version=row["version"],
+        )
+
+
+async def ensure_location(
+    tx: Transaction, device_id: str, path: Path
+) -> tuple[LocationRecord, bool]:
+    """The location for `path` on this device, created with its root entry.
+
+    Returns (record, created). The root entry is upserted, never replaced: the
+    conduits' ON DELETE CASCADE hangs off it.
+    """
+    raw = os.fsencode(path)
+    row = await tx.fetch_one(
+        "SELECT * FROM location WHERE device_id = ? AND path = ?", (device_id, raw)
+    )
+    created = row is None
+    if row is None:
+        now = utc_now_text()
+        location_id = await tx.insert(
+            "INSERT INTO location (uuid, device_id, name, path, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (uuid.uuid4().bytes, device_id, path.name or str(path), raw, now, now),
+        )
+    else:
+        location_id = int(row["id"])
+    entry_id = await upsert_root_entry(tx, location_id)
+    await tx.execute(
+        "UPDATE location SET entry_id = ? WHERE id = ? AND entry_id IS NOT ?",
+        (entry_id, location_id, entry_id),
+    )
+    fresh = await tx.fetch_one("SELECT * FROM location WHERE id = ?", (location_id,))
+    assert fresh is not None  # we hold the write transaction
+    return LocationRecord.from_row(fresh), created
+
+
+async def upsert_root_entry(tx: Transaction, location_id: int) -> int:
+    row = await tx.fetch_one(
+        "INSERT INTO entry (location_id, parent_id, name, relative_path, kind)"
+        " VALUES (?, NULL, x'', x'', ?)"
+        " ON CONFLICT (location_id, relative_path) DO UPDATE SET kind = excluded.kind"
+        " RETURNING id",
+        (location_id, int(EntryKind.DIRECTORY)),
+    )
+    assert row is not None  # RETURNING always yields the row it wrote
+    return int(row["id"])
+
+
+async def get_location(db: Database, location_id: int) -> LocationRecord | None:
+    row = await db.fetch_one("SELECT * FROM location WHERE id = ?", (location_id,))
+    return None if row is None else LocationRecord.from_row(row)
+
+
+async def list_locations(db: Database) -> list[LocationRecord]:
+    rows = await db.fetch_all("SELECT * FROM location ORDER BY id")
+    return [LocationRecord.from_row(r) for r in rows]
