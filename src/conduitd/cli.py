@@ -1,0 +1,352 @@
+"""The command line. Heavy imports happen inside the commands that need them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TypeVar
+
+import click
+
+from conduitd import __version__
+from conduitd.errors import ConduitdError, NotAvailableYet
+
+if TYPE_CHECKING:
+    from conduitd.config import Config
+
+T = TypeVar("T")
+
+EXAMPLES = {
+    "daemon": "conduitd --config ~/.config/conduitd/conduitd.toml daemon",
+    "check": "conduitd --config examples/conduitd.toml check",
+    "migrate": "conduitd migrate status",
+    "sync": "conduitd sync photos --dry-run --json",
+    "status": "conduitd status --json",
+    "history": "conduitd history photos --limit 5",
+    "conflicts": "conduitd conflicts notes --json",
+    "resolve": "conduitd resolve 12 --keep both",
+    "log": "conduitd log --since 100 --limit 20 --json",
+    "reload": "conduitd reload",
+    "stop": "conduitd stop",
+    "unit": "conduitd unit --user > ~/.config/systemd/user/conduitd.service",
+    "trash": "conduitd trash list photos 2024/ --json",
+    "restore": "conduitd restore photos 2024/cat.jpg --generation 7",
+    "pause": "conduitd pause photos",
+    "resume": "conduitd resume --all",
+    "completion": "conduitd completion bash > ~/.local/share/bash-completion/completions/conduitd",
+}
+
+
+def _epilog(name: str) -> str:
+    return f"\b\nExample:\n  {EXAMPLES[name]}"
+
+
+@dataclass(slots=True)
+class CliContext:
+    config_option: str | None
+
+    def config_path(self) -> Path:
+        from conduitd.config import resolve_config_path
+
+        return resolve_config_path(self.config_option)
+
+    def load_config(self) -> Config:
+        from conduitd.config import load_config
+
+        return load_config(self.config_path())
+
+    def state_dir_leniently(self) -> Path:
+        from conduitd.config import read_state_dir_leniently
+
+        return read_state_dir_leniently(self.config_path())
+
+
+def fail(error: ConduitdError, *, as_json: bool) -> NoReturn:
+    """Report an error we raised on purpose, with its exit code, no traceback."""
+    if as_json:
+        document = {"error": {"kind": error.kind, "message": str(error)}}
+        click.echo(json.dumps(document))
+    else:
+        click.echo(f"conduitd: {error}", err=True)
+    sys.exit(error.exit_code)
+
+
+def run_async(
+    main: Callable[[], Awaitable[T]], *, as_json: bool = False, log_level: str = "warning"
+) -> T:
+    """Run one command's coroutine, mapping our errors to exit codes."""
+    import anyio
+
+    from conduitd.logs import configure_logging
+
+    configure_logging(log_level)
+    try:
+        return anyio.run(main)
+    except ConduitdError as error:
+        fail(error, as_json=as_json)
+
+
+def print_json(document: object) -> None:
+    click.echo(json.dumps(document, indent=None, sort_keys=False))
+
+
+pass_ctx = click.make_pass_decorator(CliContext)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_option",
+    metavar="PATH",
+    default=None,
+    help="Config file (default: $CONDUITD_CONFIG, else "
+    "$XDG_CONFIG_HOME/conduitd/conduitd.toml).",
+)
+@click.version_option(__version__, prog_name="conduitd")
+@click.pass_context
+def cli(ctx: click.Context, config_option: str | None) -> None:
+    """conduitd keeps directories in sync and never loses a file.
+
+    \b
+    Example:
+      conduitd --config examples/conduitd.toml check
+    """
+    ctx.obj = CliContext(config_option)
+
+
+@cli.command(epilog=_epilog("daemon"))
+@pass_ctx
+def daemon(ctx: CliContext) -> None:
+    """Run the daemon in the foreground (what the service runs)."""
+    try:
+        config = ctx.load_config()
+    except ConduitdError as error:
+        fail(error, as_json=False)
+    from conduitd.daemon.supervisor import run_daemon
+    from conduitd.logs import configure_logging
+
+    configure_logging(config.daemon.log_level, config.daemon.log_format)
+    try:
+        import anyio
+
+        anyio.run(run_daemon, config)
+    except ConduitdError as error:
+        fail(error, as_json=False)
+
+
+@cli.command(epilog=_epilog("check"))
+@pass_ctx
+def check(ctx: CliContext) -> None:
+    """Validate the config: print `ok` and exit 0, or every error and exit 2."""
+    from conduitd.errors import ConfigError
+
+    try:
+        config = ctx.load_config()
+    except ConfigError as error:
+        for problem in error.problems:
+            click.echo(problem.render())
+        sys.exit(2)
+    for warning in config.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo("ok")
+
+
+@cli.group(epilog=_epilog("migrate"))
+def migrate() -> None:
+    """Apply or list the library's database migrations."""
+
+
+@migrate.command("up")
+@pass_ctx
+def migrate_up_command(ctx: CliContext) -> None:
+    """Apply every pending migration."""
+    from conduitd.maintenance import migrate_up_report
+
+    state_dir = _state_dir(ctx)
+    for line in run_async(lambda: migrate_up_report(state_dir)):
+        click.echo(line)
+
+
+@migrate.command("status")
+@pass_ctx
+def migrate_status_command(ctx: CliContext) -> None:
+    """List migrations and whether each is applied."""
+    from conduitd.maintenance import migrate_status_report
+
+    state_dir = _state_dir(ctx)
+    for line in run_async(lambda: migrate_status_report(state_dir)):
+        click.echo(line)
+
+
+@cli.command(epilog=_epilog("sync"))
+@click.argument("name")
+@click.option("--dry-run", is_flag=True, help="Print the plan; write nothing anywhere.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--progress", is_flag=True, help="Show a progress bar.")
+@click.option("--force", is_flag=True, help="Override the max-delete brake only.")
+def sync(name: str, dry_run: bool, as_json: bool, progress: bool, force: bool) -> None:
+    """Sync one conduit now and print its generation."""
+    fail(NotAvailableYet("sync is not available yet"), as_json=as_json)
+
+
+@cli.command(epilog=_epilog("status"))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--check", "health", is_flag=True, help="Exit 1 when unhealthy.")
+@pass_ctx
+def status(ctx: CliContext, as_json: bool, health: bool) -> None:
+    """Show conduits, endpoints, runs and the daemon."""
+    from conduitd.reports import status_document, status_lines
+
+    try:
+        config = ctx.load_config()
+    except ConduitdError as error:
+        fail(error, as_json=as_json)
+    document = run_async(lambda: status_document(config), as_json=as_json)
+    if as_json:
+        print_json(document)
+    else:
+        for line in status_lines(document):
+            click.echo(line)
+
+
+@cli.command(epilog=_epilog("history"))
+@click.argument("name")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_ctx
+def history(ctx: CliContext, name: str, limit: int, as_json: bool) -> None:
+    """List a conduit's generations, newest first."""
+    from conduitd.reports import history_document, history_lines
+
+    try:
+        config = ctx.load_config()
+    except ConduitdError as error:
+        fail(error, as_json=as_json)
+    document = run_async(lambda: history_document(config, name, limit), as_json=as_json)
+    if as_json:
+        print_json(document)
+    else:
+        for line in history_lines(document):
+            click.echo(line)
+
+
+@cli.command(epilog=_epilog("conflicts"))
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def conflicts(name: str | None, as_json: bool) -> None:
+    """List pending and resolved conflicts."""
+    fail(NotAvailableYet("conflicts is not available yet"), as_json=as_json)
+
+
+@cli.command(epilog=_epilog("resolve"))
+@click.argument("conflict_id", type=int)
+@click.option("--keep", type=click.Choice(["source", "target", "both"]), required=True)
+def resolve(conflict_id: int, keep: str) -> None:
+    """Settle one conflict in a generation of its own."""
+    fail(NotAvailableYet("resolve is not available yet"), as_json=False)
+
+
+@cli.command(epilog=_epilog("log"))
+@click.option("--since", type=click.IntRange(min=0), default=0, help="After SEQ.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def log(since: int, limit: int, as_json: bool) -> None:
+    """Print the library's sync log."""
+    fail(NotAvailableYet("log is not available yet"), as_json=as_json)
+
+
+@cli.command(epilog=_epilog("reload"))
+def reload() -> None:
+    """Ask the running daemon to reload its config."""
+    fail(NotAvailableYet("reload is not available yet"), as_json=False)
+
+
+@cli.command(epilog=_epilog("stop"))
+def stop() -> None:
+    """Ask the running daemon to stop."""
+    fail(NotAvailableYet("stop is not available yet"), as_json=False)
+
+
+@cli.command(epilog=_epilog("unit"))
+@click.option("--system", "scope", flag_value="system", help="A system unit.")
+@click.option("--user", "scope", flag_value="user", help="A per-user unit.")
+def unit(scope: str | None) -> None:
+    """Print a systemd unit (or launchd plist) for this config."""
+    fail(NotAvailableYet("unit is not available yet"), as_json=False)
+
+
+@cli.group(epilog=_epilog("trash"))
+def trash() -> None:
+    """List or prune trashed versions."""
+
+
+@trash.command("list")
+@click.argument("name")
+@click.argument("path", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def trash_list(name: str, path: str | None, as_json: bool) -> None:
+    """List a conduit's trashed versions, newest first."""
+    fail(NotAvailableYet("trash list is not available yet"), as_json=as_json)
+
+
+@trash.command("purge")
+@click.argument("name")
+@click.option("--older-than", metavar="DURATION", default=None)
+def trash_purge(name: str, older_than: str | None) -> None:
+    """Prune a conduit's trash now."""
+    fail(NotAvailableYet("trash purge is not available yet"), as_json=False)
+
+
+@cli.command(epilog=_epilog("restore"))
+@click.argument("name")
+@click.argument("path")
+@click.option("--generation", type=int, default=None)
+@click.option("--to", "dest", metavar="DEST", default=None)
+def restore(name: str, path: str, generation: int | None, dest: str | None) -> None:
+    """Put a trashed version back."""
+    fail(NotAvailableYet("restore is not available yet"), as_json=False)
+
+
+@cli.command(epilog=_epilog("pause"))
+@click.argument("name", required=False)
+@click.option("--all", "every", is_flag=True, help="Every conduit.")
+def pause(name: str | None, every: bool) -> None:
+    """Pause a conduit: its index keeps up, its runs do not happen."""
+    fail(NotAvailableYet("pause is not available yet"), as_json=False)
+
+
+@cli.command(epilog=_epilog("resume"))
+@click.argument("name", required=False)
+@click.option("--all", "every", is_flag=True, help="Every conduit.")
+def resume(name: str | None, every: bool) -> None:
+    """Resume a paused conduit."""
+    fail(NotAvailableYet("resume is not available yet"), as_json=False)
+
+
+@cli.command(epilog=_epilog("completion"))
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script."""
+    from click.shell_completion import get_completion_class
+
+    completion_class = get_completion_class(shell)
+    assert completion_class is not None  # click ships all three
+    script = completion_class(cli, {}, "conduitd", "_CONDUITD_COMPLETE").source()
+    click.echo(script)
+
+
+def _state_dir(ctx: CliContext) -> Path:
+    try:
+        return ctx.load_config().daemon.state_dir
+    except ConduitdError as error:
+        fail(error, as_json=False)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="conduitd")
+    except KeyboardInterrupt:
+        sys.exit(130)

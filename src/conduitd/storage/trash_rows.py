@@ -1,0 +1,91 @@
+"""`sync_trash`: one row for every version conduitd moved into a trash."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from conduitd.storage.database import Database, Row, Transaction
+from conduitd.timeutil import utc_now_text
+
+
+class TrashReason(enum.StrEnum):
+    DELETED = "deleted"
+    OVERWRITTEN = "overwritten"
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class TrashRow:
+    """A trashed version; `root` is `source` or `target`."""
+
+    conduit_id: int
+    generation: int
+    root: str
+    relative_path: bytes
+    trash_path: bytes
+    reason: TrashReason
+    size: int
+    mtime_ns: int
+    content_id: str | None
+    trashed_at: str = ""
+    id: int = 0
+
+    @classmethod
+    def from_row(cls, row: Row) -> TrashRow:
+        return cls(
+            id=row["id"],
+            conduit_id=row["conduit_id"],
+            generation=row["generation"],
+            root=row["root"],
+            relative_path=bytes(row["relative_path"]),
+            trash_path=bytes(row["trash_path"]),
+            reason=TrashReason(row["reason"]),
+            size=row["size"],
+            mtime_ns=row["mtime_ns"],
+            content_id=row["content_id"],
+            trashed_at=row["trashed_at"],
+        )
+
+
+async def record_trashed(tx: Transaction, rows: Iterable[TrashRow]) -> None:
+    now = utc_now_text()
+    await tx.execute_many(
+        "INSERT INTO sync_trash (conduit_id, generation, root, relative_path,"
+        " trash_path, reason, size, mtime_ns, content_id, trashed_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                r.conduit_id,
+                r.generation,
+                r.root,
+                r.relative_path,
+                r.trash_path,
+                r.reason.value,
+                r.size,
+                r.mtime_ns,
+                r.content_id,
+                r.trashed_at or now,
+            )
+            for r in rows
+        ],
+    )
+
+
+async def list_trashed(
+    db: Database, conduit_id: int, prefix: bytes | None = None
+) -> list[TrashRow]:
+    """Trashed versions of a conduit, newest first, optionally under a path."""
+    rows = await db.fetch_all(
+        "SELECT * FROM sync_trash WHERE conduit_id = ? ORDER BY generation DESC, id DESC",
+        (conduit_id,),
+    )
+    found = [TrashRow.from_row(r) for r in rows]
+    if prefix:
+        found = [
+            r
+            for r in found
+            if r.relative_path == prefix or r.relative_path.startswith(prefix + b"/")
+        ]
+    return found
