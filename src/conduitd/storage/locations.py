@@ -39,6 +39,12 @@ class LocationRecord:
     total_file_count: int
     total_byte_size: int
     version: int
+    has_marker: bool = False
+
+    @property
+    def root(self) -> bytes:
+        """The root path as bytes (`os.fsencode`), as the index handles paths."""
+        return os.fsencode(self.path)
 
     @classmethod
     def from_row(cls, row: Row) -> LocationRecord:
@@ -58,6 +64,7 @@ class LocationRecord:
             total_file_count=row["total_file_count"],
             total_byte_size=row["total_byte_size"],
             version=row["version"],
+            has_marker=bool(row["has_marker"]),
         )
 
 
@@ -113,3 +120,64 @@ async def get_location(db: Database, location_id: int) -> LocationRecord | None:
 async def list_locations(db: Database) -> list[LocationRecord]:
     rows = await db.fetch_all("SELECT * FROM location ORDER BY id")
     return [LocationRecord.from_row(r) for r in rows]
+
+
+async def get_location_by_uuid(
+    db: Database, location_uuid: uuid.UUID
+) -> LocationRecord | None:
+    row = await db.fetch_one(
+        "SELECT * FROM location WHERE uuid = ?", (location_uuid.bytes,)
+    )
+    return None if row is None else LocationRecord.from_row(row)
+
+
+async def set_location_state(
+    tx: Transaction, location_id: int, state: LocationState
+) -> None:
+    """Persist the index state of a location (see `conduitd.index.state`)."""
+    await tx.execute(
+        "UPDATE location SET state = ?, updated_at = ? WHERE id = ? AND state != ?",
+        (state.value, utc_now_text(), location_id, state.value),
+    )
+
+
+async def set_location_identity(
+    tx: Transaction, location_id: int, st_dev: int, root_inode: int
+) -> None:
+    """Record the root's st_dev and inode (a read-only root's identity)."""
+    await tx.execute(
+        "UPDATE location SET st_dev = ?, root_inode = ?, updated_at = ?"
+        " WHERE id = ? AND (st_dev IS NOT ? OR root_inode IS NOT ?)",
+        (st_dev, root_inode, utc_now_text(), location_id, st_dev, root_inode),
+    )
+
+
+async def set_index_lost(tx: Transaction, location_id: int, lost: bool) -> None:
+    """Set or clear `index_lost` (the next run of the root must be a union)."""
+    await tx.execute(
+        "UPDATE location SET index_lost = ?, updated_at = ? WHERE id = ?",
+        (int(lost), utc_now_text(), location_id),
+    )
+
+
+async def set_has_marker(tx: Transaction, location_id: int, has_marker: bool) -> None:
+    await tx.execute(
+        "UPDATE location SET has_marker = ?, updated_at = ? WHERE id = ?",
+        (int(has_marker), utc_now_text(), location_id),
+    )
+
+
+async def record_scan(
+    tx: Transaction,
+    location_id: int,
+    *,
+    scanned_at: str,
+    file_count: int,
+    byte_size: int,
+) -> None:
+    """A completed scan: when, and the location's non-directory totals."""
+    await tx.execute(
+        "UPDATE location SET last_scan_at = ?, total_file_count = ?,"
+        " total_byte_size = ?, updated_at = ? WHERE id = ?",
+        (scanned_at, file_count, byte_size, utc_now_text(), location_id),
+    )

@@ -181,6 +181,13 @@ CREATE TABLE sync_trash (
 CREATE INDEX idx_sync_trash_conduit ON sync_trash(conduit_id, generation);
 """
 
+# Index (issue 4): whether conduitd ever wrote this root's `.conduitd/marker`.
+# A root that had a marker and lost it is unmounted, not emptied (DESIGN Data).
+LOCATION_MARKER_FLAG: Final = """
+ALTER TABLE location ADD COLUMN has_marker INTEGER NOT NULL DEFAULT 0;
+"""
+
 LIBRARY_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "initial library schema", INITIAL),
+    Migration(201, "location marker flag", LOCATION_MARKER_FLAG),
 )

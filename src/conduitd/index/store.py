@@ -1,0 +1,194 @@
+"""Where the index writes: entry rows in batches, and the location's own columns.
+
+`IndexStore._commit_batch` is the one seam for logging (issue 4, point 8): with
+a TransactionManager, every batch of entry writes commits together with one
+`bulk_insert` summary entry (`log_bulk("entry", count, {location, added,
+updated, removed})`), never one entry per file; without one (tests, tools), it
+writes through `Database.transaction()` and logs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from conduitd.index.scanner import ChangeSet
+from conduitd.storage.database import Database
+from conduitd.storage.entries import (
+    EntryValues,
+    Writer,
+    delete_entries,
+    delete_subtree,
+    entry_totals,
+    upsert_entries,
+)
+from conduitd.storage.locations import (
+    LocationRecord,
+    LocationState,
+    record_scan,
+    set_has_marker,
+    set_index_lost,
+    set_location_identity,
+    set_location_state,
+)
+
+# Rows per transaction for a scan's writes: big enough for executemany to be
+# fast, small enough that readers are never held up for long.
+SCAN_BATCH_ROWS: Final = 10_000
+
+
+class BulkLoggingTransaction(Writer, Protocol):
+    """The TransactionManager's transaction, as the index uses it."""
+
+    async def log_bulk(
+        self, model_type: str, count: int, summary: Mapping[str, object]
+    ) -> None: ...
+
+
+class BulkLoggingManager(Protocol):
+    """`conduitd.storage.transactions.TransactionManager`, as the index uses it."""
+
+    def transaction(self) -> AbstractAsyncContextManager[BulkLoggingTransaction]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WriteCounts:
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+
+    def __add__(self, other: WriteCounts) -> WriteCounts:
+        return WriteCounts(
+            self.added + other.added,
+            self.updated + other.updated,
+            self.removed + other.removed,
+        )
+
+    @property
+    def total(self) -> int:
+        return self.added + self.updated + self.removed
+
+
+@dataclass(slots=True)
+class _Batch:
+    upserts: list[tuple[bytes, EntryValues]]
+    removed: list[bytes]
+    removed_subtrees: list[bytes]
+    added: int
+
+
+class IndexStore:
+    """Entry and location writes of the indexer."""
+
+    def __init__(self, db: Database, tm: BulkLoggingManager | None = None) -> None:
+        self.db = db
+        self.tm = tm
+
+    async def write_changes(
+        self,
+        location: LocationRecord,
+        changes: ChangeSet,
+        *,
+        batch_rows: int | None = SCAN_BATCH_ROWS,
+    ) -> tuple[WriteCounts, list[bytes]]:
+        """Write a change set; return the counts and every path deleted.
+
+        Deletes go first, then upserts in path order (parents before children)
+        in transactions of at most `batch_rows` rows (None: one transaction).
+        """
+        ordered = sorted(changes.upserts.items())
+        size = batch_rows or max(1, len(ordered))
+        first = _Batch(
+            upserts=ordered[:size],
+            removed=sorted(changes.removed),
+            removed_subtrees=sorted(changes.removed_subtrees),
+            added=0,
+        )
+        batches = [first] + [
+            _Batch(ordered[i : i + size], [], [], 0)
+            for i in range(size, len(ordered), size)
+        ]
+        total = WriteCounts()
+        deleted: list[bytes] = []
+        for batch in batches:
+            batch.added = sum(1 for path, _ in batch.upserts if path in changes.added)
+            if not (batch.upserts or batch.removed or batch.removed_subtrees):
+                continue
+            counts, gone = await self._commit_batch(location, batch)
+            total += counts
+            deleted += gone
+        return total, deleted
+
+    async def _commit_batch(
+        self, location: LocationRecord, batch: _Batch
+    ) -> tuple[WriteCounts, list[bytes]]:
+        """The logging seam: one transaction, and with a TransactionManager one
+        `bulk_insert` summary for it."""
+        if self.tm is None:
+            async with self.db.transaction() as tx:
+                return await _apply_batch(tx, location.id, batch)
+        async with self.tm.transaction() as ltx:
+            counts, deleted = await _apply_batch(ltx, location.id, batch)
+            if counts.total:
+                await ltx.log_bulk(
+                    "entry",
+                    counts.total,
+                    {
+                        "location": str(location.uuid),
+                        "added": counts.added,
+                        "updated": counts.updated,
+                        "removed": counts.removed,
+                    },
+                )
+            return counts, deleted
+
+    async def set_state(self, location_id: int, state: LocationState) -> None:
+        async with self.db.transaction() as tx:
+            await set_location_state(tx, location_id, state)
+
+    async def set_identity(
+        self, location_id: int, st_dev: int, root_inode: int
+    ) -> None:
+        async with self.db.transaction() as tx:
+            await set_location_identity(tx, location_id, st_dev, root_inode)
+
+    async def set_index_lost(self, location_id: int, lost: bool) -> None:
+        async with self.db.transaction() as tx:
+            await set_index_lost(tx, location_id, lost)
+
+    async def set_has_marker(self, location_id: int, has_marker: bool) -> None:
+        async with self.db.transaction() as tx:
+            await set_has_marker(tx, location_id, has_marker)
+
+    async def finish_scan(
+        self, location_id: int, scanned_at: str, state: LocationState
+    ) -> tuple[int, int]:
+        """Record the scan time, totals and state; return (files, bytes)."""
+        async with self.db.transaction() as tx:
+            files, size = await entry_totals(tx, location_id)
+            await record_scan(
+                tx, location_id, scanned_at=scanned_at, file_count=files, byte_size=size
+            )
+            await set_location_state(tx, location_id, state)
+        return files, size
+
+
+async def _apply_batch(
+    tx: Writer, location_id: int, batch: _Batch
+) -> tuple[WriteCounts, list[bytes]]:
+    deleted: list[bytes] = []
+    for prefix in batch.removed_subtrees:
+        deleted += await delete_subtree(tx, location_id, prefix)
+    await delete_entries(tx, location_id, batch.removed)
+    deleted += batch.removed
+    await upsert_entries(tx, location_id, batch.upserts)
+    # A path deleted with its subtree and written again (a directory that became
+    # a file) counts as updated, not as removed and added.
+    rewritten = {p for p, _ in batch.upserts}
+    removed = sum(1 for p in deleted if p not in rewritten)
+    counts = WriteCounts(
+        added=batch.added, updated=len(batch.upserts) - batch.added, removed=removed
+    )
+    return counts, deleted

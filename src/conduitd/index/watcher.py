@@ -1,0 +1,130 @@
+"""watchfiles events of one root, as batches of relative byte paths.
+
+`watch_filter` drops only `.conduitd/tmp` (conduitd's in-flight copies): the
+default filter would hide `.git`, `node_modules`, `.venv` and editor swap
+files, which are users' files. The change type is not kept: every path is
+lstat-ed by the indexer (the type can lie). Events under `.conduitd/` are never
+indexed; the only ones kept are a barrier's `marker.<token>.tmp` and the marker
+itself.
+
+watchfiles raises on a name that is not valid UTF-8, and silently drops the
+kernel's queue-overflow notice (it carries no path): the first makes the
+location stale and the watcher restart and rescan; the second is covered by
+barrier timeouts and the periodic rescan.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Final
+
+import anyio
+from watchfiles import Change, awatch
+
+from conduitd.index.marker import CONDUITD_DIR, MARKER_NAME, barrier_token
+from conduitd.index.walk import is_conduitd_path
+
+# watchfiles' default step: the latency floor is one step (BENCHMARKING.md);
+# a smaller one costs idle CPU for little gain (see bench/index_bench.py).
+DEFAULT_STEP_MS: Final = 50
+DEFAULT_DEBOUNCE_MS: Final = 1_600
+# Every idle `timeout_ms` awatch yields an empty set: the first one proves the
+# watcher is live, later ones let the loop run its periodic checks.
+DEFAULT_TIMEOUT_MS: Final = 500
+
+
+@dataclass(slots=True)
+class EventBatch:
+    """One awatch batch, translated."""
+
+    paths: set[bytes] = field(default_factory=set)
+    tokens: set[str] = field(default_factory=set)
+    marker_touched: bool = False
+    root_touched: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.paths or self.tokens or self.marker_touched or self.root_touched
+        )
+
+
+class ConduitdTmpFilter:
+    """Drops events under `<root>/.conduitd/tmp` and nothing else."""
+
+    def __init__(self, root: str) -> None:
+        self._tmp = os.path.join(root, os.fsdecode(CONDUITD_DIR), "tmp")
+        self._tmp_slash = self._tmp + os.sep
+
+    def __call__(self, change: Change, path: str) -> bool:
+        return not (path == self._tmp or path.startswith(self._tmp_slash))
+
+
+def translate(root: bytes, raw: set[tuple[Change, str]]) -> EventBatch:
+    """Relative byte paths of an awatch batch; `.conduitd/` handled apart."""
+    batch = EventBatch()
+    prefix = root + b"/"
+    for _change, text in raw:
+        path = os.fsencode(text)
+        if path == root:
+            batch.root_touched = True
+            continue
+        if not path.startswith(prefix):
+            continue
+        rel = path[len(prefix) :]
+        if rel.startswith(CONDUITD_DIR + b"/") or rel == CONDUITD_DIR:
+            _note_conduitd(rel, batch)
+        elif not is_conduitd_path(rel):
+            batch.paths.add(rel)
+    return batch
+
+
+def _note_conduitd(rel: bytes, batch: EventBatch) -> None:
+    parts = rel.split(b"/")
+    if len(parts) == 1:
+        batch.marker_touched = True  # .conduitd itself
+    elif len(parts) == 2:
+        token = barrier_token(parts[1])
+        if token is not None:
+            batch.tokens.add(token)
+        elif parts[1] == MARKER_NAME:
+            batch.marker_touched = True
+
+
+async def watch_batches(
+    root: bytes,
+    stop_event: anyio.Event,
+    *,
+    step_ms: int = DEFAULT_STEP_MS,
+    debounce_ms: int = DEFAULT_DEBOUNCE_MS,
+    timeout_ms: int = DEFAULT_TIMEOUT_MS,
+) -> AsyncIterator[EventBatch | None]:
+    """Yield translated batches, and None when idle for `timeout_ms`.
+
+    The first item (batch or None) is yielded once the watcher is live.
+    Set `stop_event` before cancelling the consumer, or the watch thread
+    lingers until its timeout.
+    """
+    text_root = os.fsdecode(root)
+    changes = awatch(
+        text_root,
+        watch_filter=ConduitdTmpFilter(text_root),
+        stop_event=stop_event,
+        step=step_ms,
+        debounce=debounce_ms,
+        rust_timeout=timeout_ms,
+        yield_on_timeout=True,
+        recursive=True,
+        # An unreadable subdirectory must not blind the whole root: it is
+        # flagged by the scanner and rescanned periodically.
+        ignore_permission_denied=True,
+    )
+    async with aclosing(changes):
+        async for raw in changes:
+            if not raw:
+                yield None
+                continue
+            yield translate(root, raw)

@@ -1,0 +1,222 @@
+"""The entry repository: bulk reads and writes of a location's index rows.
+
+Every write is an upsert (`INSERT ... ON CONFLICT DO UPDATE`), never `INSERT OR
+REPLACE`: a replace deletes the row first, and the conduits' `ON DELETE CASCADE`
+hangs off root entries. The root entry (`relative_path = x''`) is never deleted.
+
+Index values travel as plain tuples (`EntryValues`) rather than `EntryRow`
+objects: a scan compares 100k of them, and a frozen dataclass costs a few
+microseconds per instance. `load_entry_map` builds `EntryRow`s for the resolver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final, Protocol, TypeAlias
+
+from conduitd.storage.database import Row, SqlParam, SqlParams
+from conduitd.storage.models import EntryKind, EntryRow
+
+# (kind, size, mtime_ns, ctime_ns, inode, mode, content_id, symlink_target,
+#  unreadable): the `entry` columns a scan compares, in this order.
+EntryValues: TypeAlias = tuple[
+    int, int, int, int, int, int, str | None, bytes | None, int
+]
+
+KIND: Final = 0
+SIZE: Final = 1
+MTIME_NS: Final = 2
+CTIME_NS: Final = 3
+INODE: Final = 4
+MODE: Final = 5
+CONTENT_ID: Final = 6
+SYMLINK_TARGET: Final = 7
+UNREADABLE: Final = 8
+
+ROOT_PATH: Final = b""
+# SQLite binds at most 32766 variables; stay far below for IN (...) lists.
+_IN_CHUNK: Final = 500
+
+_VALUE_COLUMNS: Final = (
+    "kind, size, mtime_ns, ctime_ns, inode, mode, content_id, symlink_target,"
+    " unreadable"
+)
+
+_UPSERT: Final = (
+    "INSERT INTO entry (location_id, parent_id, name, relative_path, kind, size,"
+    " mtime_ns, ctime_ns, inode, mode, content_id, symlink_target, unreadable)"
+    " VALUES (?, (SELECT id FROM entry WHERE location_id = ? AND relative_path = ?),"
+    " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (location_id, relative_path) DO UPDATE SET"
+    " parent_id = excluded.parent_id, name = excluded.name, kind = excluded.kind,"
+    " size = excluded.size, mtime_ns = excluded.mtime_ns,"
+    " ctime_ns = excluded.ctime_ns, inode = excluded.inode, mode = excluded.mode,"
+    " content_id = excluded.content_id, symlink_target = excluded.symlink_target,"
+    " unreadable = excluded.unreadable"
+)
+
+
+class Reader(Protocol):
+    """`Database` or a transaction: anything that runs a query."""
+
+    async def fetch_all(self, sql: str, params: SqlParams = ()) -> list[Row]: ...
+
+
+class Writer(Reader, Protocol):
+    """A write transaction (`Transaction` or the TransactionManager's)."""
+
+    async def execute(self, sql: str, params: SqlParams = ()) -> int: ...
+
+    async def execute_many(self, sql: str, rows: Iterable[SqlParams]) -> None: ...
+
+
+def parent_path(relative_path: bytes) -> bytes:
+    """`b"a/b"` for `b"a/b/c"`, `b""` for a top-level name."""
+    cut = relative_path.rfind(b"/")
+    return b"" if cut < 0 else relative_path[:cut]
+
+
+def is_within(relative_path: bytes, prefix: bytes) -> bool:
+    """True when `relative_path` is `prefix` or lies under it."""
+    if not prefix:
+        return True
+    return relative_path == prefix or relative_path.startswith(prefix + b"/")
+
+
+def _subtree_bounds(prefix: bytes) -> tuple[bytes, bytes]:
+    # Children of p sort in [p + b"/", p + b"0"): b"0" is the byte after b"/".
+    return prefix + b"/", prefix + b"0"
+
+
+def entry_row(relative_path: bytes, values: EntryValues) -> EntryRow:
+    return EntryRow(
+        relative_path=relative_path,
+        kind=EntryKind(values[KIND]),
+        size=values[SIZE],
+        mtime_ns=values[MTIME_NS],
+        mode=values[MODE],
+        content_id=values[CONTENT_ID],
+        symlink_target=values[SYMLINK_TARGET],
+        unreadable=bool(values[UNREADABLE]),
+        inode=values[INODE],
+        ctime_ns=values[CTIME_NS],
+    )
+
+
+async def load_entry_map(db: Reader, location_id: int) -> dict[bytes, EntryRow]:
+    """Every entry of a location, root included, keyed by relative path (one query)."""
+    values = await load_entry_values(db, location_id)
+    return {path: entry_row(path, v) for path, v in values.items()}
+
+
+async def load_entry_values(
+    db: Reader, location_id: int, prefix: bytes | None = None
+) -> dict[bytes, EntryValues]:
+    """A location's rows as `EntryValues` in one query.
+
+    Args:
+        prefix: only `prefix` and its subtree; None (or b"") for every row.
+    """
+    sql = f"SELECT relative_path, {_VALUE_COLUMNS} FROM entry WHERE location_id = ?"
+    params: list[SqlParam] = [location_id]
+    if prefix:
+        low, high = _subtree_bounds(prefix)
+        sql += " AND (relative_path = ? OR (relative_path >= ? AND relative_path < ?))"
+        params += [prefix, low, high]
+    rows = await db.fetch_all(sql, params)
+    return {row[0]: row[1:] for row in rows}
+
+
+async def fetch_entry_values(
+    db: Reader, location_id: int, paths: Iterable[bytes]
+) -> dict[bytes, EntryValues]:
+    """The rows of the given paths that exist (chunked `IN` queries)."""
+    wanted = list(dict.fromkeys(paths))
+    found: dict[bytes, EntryValues] = {}
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        rows = await db.fetch_all(
+            f"SELECT relative_path, {_VALUE_COLUMNS} FROM entry"
+            f" WHERE location_id = ? AND relative_path IN ({marks})",
+            [location_id, *chunk],
+        )
+        for row in rows:
+            found[row[0]] = row[1:]
+    return found
+
+
+async def upsert_entries(
+    tx: Writer, location_id: int, rows: Iterable[tuple[bytes, EntryValues]]
+) -> int:
+    """Insert or update rows in place; return how many were written.
+
+    Rows are written in path order so that every parent precedes its children
+    (its id is looked up by the upsert itself). The root row is only updated.
+    """
+    ordered = sorted(rows, key=_path_key)
+    params: list[SqlParams] = []
+    for path, v in ordered:
+        if path == ROOT_PATH:
+            await update_root_entry(tx, location_id, v)
+            continue
+        cut = path.rfind(b"/")
+        parent, name = (b"", path) if cut < 0 else (path[:cut], path[cut + 1 :])
+        params.append((location_id, location_id, parent, name, path, *v))
+    if params:
+        await tx.execute_many(_UPSERT, params)
+    return len(ordered)
+
+
+def _path_key(row: tuple[bytes, EntryValues]) -> bytes:
+    return row[0]
+
+
+async def update_root_entry(tx: Writer, location_id: int, values: EntryValues) -> None:
+    """Update the root row's metadata in place (it is never replaced)."""
+    await tx.execute(
+        "UPDATE entry SET kind = ?, size = ?, mtime_ns = ?, ctime_ns = ?, inode = ?,"
+        " mode = ?, content_id = ?, symlink_target = ?, unreadable = ?"
+        " WHERE location_id = ? AND relative_path = x''",
+        (*values, location_id),
+    )
+
+
+async def delete_entries(tx: Writer, location_id: int, paths: Iterable[bytes]) -> None:
+    """Delete single rows by path; the root row is never deleted."""
+    params: list[SqlParams] = [(location_id, p) for p in paths if p != ROOT_PATH]
+    if params:
+        await tx.execute_many(
+            "DELETE FROM entry WHERE location_id = ? AND relative_path = ?", params
+        )
+
+
+async def delete_subtree(tx: Writer, location_id: int, prefix: bytes) -> list[bytes]:
+    """Delete `prefix` and everything under it; return the deleted paths.
+
+    `prefix = b""` deletes every row but the root.
+    """
+    if prefix:
+        low, high = _subtree_bounds(prefix)
+        rows = await tx.fetch_all(
+            "DELETE FROM entry WHERE location_id = ? AND (relative_path = ?"
+            " OR (relative_path >= ? AND relative_path < ?)) RETURNING relative_path",
+            (location_id, prefix, low, high),
+        )
+    else:
+        rows = await tx.fetch_all(
+            "DELETE FROM entry WHERE location_id = ? AND relative_path != x''"
+            " RETURNING relative_path",
+            (location_id,),
+        )
+    return [row[0] for row in rows]
+
+
+async def entry_totals(db: Reader, location_id: int) -> tuple[int, int]:
+    """(non-directory entries, bytes of regular files) of a location."""
+    rows = await db.fetch_all(
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN kind = ? THEN size ELSE 0 END), 0)"
+        " FROM entry WHERE location_id = ? AND kind != ?",
+        (int(EntryKind.FILE), location_id, int(EntryKind.DIRECTORY)),
+    )
+    return int(rows[0][0]), int(rows[0][1])
