@@ -198,18 +198,49 @@ def sync(name: str, dry_run: bool, as_json: bool, progress: bool, force: bool) -
 @pass_ctx
 def status(ctx: CliContext, as_json: bool, health: bool) -> None:
     """Show conduits, endpoints, runs and the daemon."""
-    from conduitd.reports import status_document, status_lines
+    document = _ask_daemon_first(ctx, "status", as_json=as_json)
+    if document is None:  # no daemon: read the library in-process
+        from conduitd.reports import status_document
 
-    try:
-        config = ctx.load_config()
-    except ConduitdError as error:
-        fail(error, as_json=as_json)
-    document = run_async(lambda: status_document(config), as_json=as_json)
+        try:
+            config = ctx.load_config()
+        except ConduitdError as error:
+            fail(error, as_json=as_json)
+        document = run_async(lambda: status_document(config), as_json=as_json)
     if as_json:
         print_json(document)
     else:
+        from conduitd.reports import status_lines
+
+        assert isinstance(document, dict)  # both paths answer a JSON object
         for line in status_lines(document):
             click.echo(line)
+
+
+def _ask_daemon_first(
+    ctx: CliContext,
+    method: str,
+    params: dict[str, object] | None = None,
+    *,
+    as_json: bool = False,
+    timeout_s: float | None = 60.0,
+) -> object:
+    """The running daemon's answer to `method`, or None when no daemon runs.
+
+    Light on purpose (only the state dir is read from the config, leniently;
+    the client imports json and socket): commands answered by the daemon
+    skip pydantic, aiosqlite and structlog. A daemon's error reply exits
+    with its code.
+    """
+    from conduitd.client import ask_daemon
+
+    try:
+        reply = ask_daemon(
+            ctx.state_dir_leniently(), method, params, timeout_s=timeout_s
+        )
+    except ConduitdError as error:
+        fail(error, as_json=as_json)
+    return None if reply is None else reply.result
 
 
 @cli.command(epilog=_epilog("history"))
@@ -259,15 +290,50 @@ def log(since: int, limit: int, as_json: bool) -> None:
 
 
 @cli.command(epilog=_epilog("reload"))
-def reload() -> None:
-    """Ask the running daemon to reload its config."""
-    fail(NotAvailableYet("reload is not available yet"), as_json=False)
+@pass_ctx
+def reload(ctx: CliContext) -> None:
+    """Ask the running daemon to reload its config (exit 2 if it kept the old one).
+
+    Reads only `daemon.state_dir` from the config, leniently, so it works
+    while the config is broken: the daemon validates, and its errors are
+    printed here.
+    """
+    from conduitd.client import call
+    from conduitd.errors import ConfigError
+
+    try:
+        result = call(ctx.state_dir_leniently(), "reload")
+    except ConfigError as error:
+        click.echo(
+            "conduitd: the daemon kept its old config; the new one has:", err=True
+        )
+        for problem in error.problems:
+            click.echo(problem.render())
+        sys.exit(error.exit_code)
+    except ConduitdError as error:
+        fail(error, as_json=False)
+    changes = result if isinstance(result, dict) else {}
+    parts = [
+        f"{what} {', '.join(map(str, names))}"
+        for what in ("added", "removed", "changed")
+        if (names := changes.get(what))
+    ]
+    click.echo(
+        "reloaded" + (f": {'; '.join(parts)}" if parts else ": no conduit changed")
+    )
 
 
 @cli.command(epilog=_epilog("stop"))
-def stop() -> None:
-    """Ask the running daemon to stop."""
-    fail(NotAvailableYet("stop is not available yet"), as_json=False)
+@pass_ctx
+def stop(ctx: CliContext) -> None:
+    """Ask the running daemon to stop, and wait until it is gone."""
+    from conduitd.client import stop_daemon
+
+    try:
+        pid = stop_daemon(ctx.state_dir_leniently())
+    except ConduitdError as error:
+        fail(error, as_json=False)
+    click.echo(f"stopped (pid {pid})" if pid else "stopped")
 
 
 @cli.command(epilog=_epilog("unit"))

@@ -1,0 +1,169 @@
+"""The control socket's methods, answered from the running supervisor.
+
+Implements `control.ControlHandlers`. Methods whose machinery lives in other
+parts (conflicts, resolve, log, trash_list, restore, sync --dry-run) reply
+`not_available` until the lead wires them here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from conduitd import __version__
+from conduitd.daemon.control import JsonObject, ProgressSink
+from conduitd.daemon.runs import RunReason
+from conduitd.errors import NotAvailableYet, UsageError
+from conduitd.reports import conduit_documents, generation_document
+from conduitd.storage.conduits import ConduitManager
+from conduitd.timeutil import format_utc
+
+if TYPE_CHECKING:
+    from conduitd.daemon.supervisor import Supervisor
+
+DEFAULT_HISTORY_LIMIT = 20
+
+
+class DaemonHandlers:
+    """ControlHandlers over a Supervisor."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
+
+    async def status(self, params: JsonObject, progress: ProgressSink) -> object:
+        """DESIGN.md's `status --json` document, with the daemon's runtime view."""
+        supervisor = self._supervisor
+        if supervisor.library is None:
+            raise NotAvailableYet("the daemon has not opened its library yet")
+        documents = await conduit_documents(supervisor.library, supervisor.config)
+        for document in documents:
+            self._overlay_runtime(document)
+        return {"daemon": self.daemon_document(), "conduits": documents}
+
+    def daemon_document(self) -> JsonObject:
+        supervisor = self._supervisor
+        tm = supervisor.transactions
+        return {
+            "pid": os.getpid(),
+            "version": __version__,
+            "started_at": supervisor.started_at,
+            "state": supervisor.state.value,
+            "leader": tm.leadership.info() if tm is not None else None,
+        }
+
+    def _overlay_runtime(self, document: JsonObject) -> None:
+        supervisor = self._supervisor
+        name = str(document["name"])
+        try:
+            task = supervisor.conduit_task(name)
+        except UsageError:
+            return  # configured but not started (the daemon is starting)
+        runtime = task.runtime()
+        next_run = supervisor.scheduler.next_run(name)
+        document["paused"] = runtime.paused
+        document["next_run"] = format_utc(next_run) if next_run else None
+        if runtime.running:
+            active = runtime.active
+            document["active"] = (
+                active.document()
+                if active
+                else {
+                    "generation": None,
+                    "files_done": 0,
+                    "files_total": 0,
+                    "bytes_done": 0,
+                    "bytes_total": 0,
+                }
+            )
+        errors = [e for e in (runtime.last_error, *supervisor.conduit_notes(name)) if e]
+        if runtime.last_error is None and document.get("last_error"):
+            errors.insert(0, str(document["last_error"]))
+        document["last_error"] = "; ".join(errors) if errors else None
+
+    async def sync(self, params: JsonObject, progress: ProgressSink) -> object:
+        """Run a conduit now and wait for its generation (coalesced with a running one)."""
+        self._supervisor.require_started()
+        name = _text(params, "name")
+        if _flag(params, "dry_run"):
+            raise NotAvailableYet("sync --dry-run through the daemon is not wired yet")
+        task = self._supervisor.conduit_task(name)
+        return await task.sync_now(
+            RunReason.MANUAL, force=_flag(params, "force"), progress=progress
+        )
+
+    async def history(self, params: JsonObject, progress: ProgressSink) -> object:
+        supervisor = self._supervisor
+        supervisor.require_started()
+        assert supervisor.library is not None  # started
+        name = _text(params, "name")
+        limit = _count(params, "limit", DEFAULT_HISTORY_LIMIT)
+        manager = ConduitManager(supervisor.library.db)
+        record = await manager.get_by_name(name)
+        if record is None:
+            raise UsageError(f"no conduit named {name!r} has run here")
+        return [
+            generation_document(name, generation)
+            for generation in await manager.generations(record.id, limit)
+        ]
+
+    async def reload(self, params: JsonObject, progress: ProgressSink) -> object:
+        result = await self._supervisor.reload_config()
+        return result.document()
+
+    async def stop(self, params: JsonObject, progress: ProgressSink) -> object:
+        supervisor = self._supervisor
+        supervisor.request_stop("control socket")
+        timeout_s = supervisor.config.daemon.shutdown_timeout_s
+        return {"stopping": True, "pid": os.getpid(), "timeout_s": timeout_s}
+
+    async def pause(self, params: JsonObject, progress: ProgressSink) -> object:
+        return await self._set_paused(params, paused=True)
+
+    async def resume(self, params: JsonObject, progress: ProgressSink) -> object:
+        return await self._set_paused(params, paused=False)
+
+    async def _set_paused(self, params: JsonObject, *, paused: bool) -> object:
+        supervisor = self._supervisor
+        supervisor.require_started()
+        if _flag(params, "all"):
+            names = list(supervisor.config.names)
+        else:
+            names = [_text(params, "name")]
+        done = await supervisor.set_paused(names, paused)
+        return {"paused" if paused else "resumed": done}
+
+    async def conflicts(self, params: JsonObject, progress: ProgressSink) -> object:
+        raise NotAvailableYet("conflicts through the daemon is not wired yet")
+
+    async def resolve(self, params: JsonObject, progress: ProgressSink) -> object:
+        raise NotAvailableYet("resolve through the daemon is not wired yet")
+
+    async def log(self, params: JsonObject, progress: ProgressSink) -> object:
+        raise NotAvailableYet("log through the daemon is not wired yet")
+
+    async def trash_list(self, params: JsonObject, progress: ProgressSink) -> object:
+        raise NotAvailableYet("trash list through the daemon is not wired yet")
+
+    async def restore(self, params: JsonObject, progress: ProgressSink) -> object:
+        raise NotAvailableYet("restore through the daemon is not wired yet")
+
+
+def _text(params: JsonObject, key: str) -> str:
+    value = params.get(key)
+    if not isinstance(value, str) or not value:
+        raise UsageError(f"params.{key} must be a non-empty string")
+    return value
+
+
+def _flag(params: JsonObject, key: str) -> bool:
+    value = params.get(key, False)
+    if not isinstance(value, bool):
+        raise UsageError(f"params.{key} must be true or false")
+    return value
+
+
+def _count(params: JsonObject, key: str, default: int) -> int:
+    value = params.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"params.{key} must be a whole number >= 1")
+    return value
