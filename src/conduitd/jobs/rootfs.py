@@ -1,0 +1,386 @@
+"""A handle on one endpoint root: every call below it is dir_fd-relative.
+
+Walking to a parent opens each component with O_NOFOLLOW relative to the
+previous directory, so a directory swapped for a symlink mid-run makes the walk
+fail (ELOOP/ENOTDIR) instead of leading out of the root; a component on another
+device (a mount point inside the root) fails with EXDEV and is not crossed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from types import TracebackType
+from typing import Self
+
+from conduitd.jobs import syscalls
+from conduitd.jobs.paths import join_relative, split_relative
+from conduitd.storage.models import EntryRow
+
+INTERNAL_DIR = b".conduitd"
+TMP_DIR = b".conduitd/tmp"
+TRASH_DIR = b".conduitd/trash"
+_INTERNAL_MODE = 0o700
+_DEFAULT_DIR_MODE = 0o755
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: a FIFO swapped in under a name must not hang the open.
+_ENTRY_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_PATH_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+PathArg = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+
+
+class RootFs:
+    """An open endpoint root; thread-safe for concurrent operations.
+
+    Args:
+        path: the root directory (opened once; symlinks in it are followed,
+            nothing below it ever is).
+    """
+
+    def __init__(self, path: PathArg) -> None:
+        self.path = os.fsencode(path)
+        self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.st_dev = os.fstat(self._fd).st_dev
+        self._lock = threading.Lock()
+        self._tmp_fd: int | None = None
+
+    def __repr__(self) -> str:
+        return f"RootFs({os.fsdecode(self.path)!r})"
+
+    def close(self) -> None:
+        """Close the root (and the cached tmp directory) descriptors."""
+        with self._lock:
+            if self._tmp_fd is not None:
+                os.close(self._tmp_fd)
+                self._tmp_fd = None
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def fileno(self) -> int:
+        """The root directory's descriptor (owned by this object)."""
+        if self._fd < 0:
+            raise ValueError("RootFs is closed")
+        return self._fd
+
+    # -- walking ---------------------------------------------------------------
+
+    def _walk(self, parts: tuple[bytes, ...]) -> int:
+        """Open the directory at `parts` (new fd), one no-follow step at a time."""
+        fd = os.dup(self.fileno())
+        try:
+            for part in parts:
+                next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = next_fd
+                if os.fstat(fd).st_dev != self.st_dev:
+                    raise OSError(errno.EXDEV, "mount point inside the root", part)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def open_dir(self, rel: bytes) -> int:
+        """A new descriptor for the directory `rel` (the caller closes it)."""
+        return self._walk(split_relative(rel))
+
+    @contextmanager
+    def dir_fd(self, rel: bytes) -> Iterator[int]:
+        """The directory `rel`, open for the duration of the block."""
+        if rel == TMP_DIR and self._tmp_fd is not None:
+            yield self._tmp_fd
+            return
+        fd = self.open_dir(rel)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def parent(self, rel: bytes) -> Iterator[tuple[int, bytes]]:
+        """The parent directory of `rel` (open) and the last component."""
+        parts = split_relative(rel)
+        if not parts:
+            raise IsADirectoryError(errno.EISDIR, "the root has no parent", "")
+        with self.dir_fd(join_relative(parts[:-1])) as fd:
+            yield fd, parts[-1]
+
+    # -- single entries --------------------------------------------------------
+
+    def lstat(self, rel: bytes) -> os.stat_result:
+        """lstat of `rel` (the root itself for `b""`)."""
+        if rel == b"":
+            return os.fstat(self.fileno())
+        with self.parent(rel) as (fd, name):
+            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+
+    def open_read(self, rel: bytes) -> int:
+        """Open `rel` for reading without following a symlink (caller closes)."""
+        with self.parent(rel) as (fd, name):
+            return os.open(name, _ENTRY_FLAGS, dir_fd=fd)
+
+    def open_nofollow(self, rel: bytes) -> int:
+        """Open the entry `rel` itself: read-only when allowed, else O_PATH.
+
+        A symlink yields an O_PATH descriptor on the link; fstat works on
+        either kind, `set_mode_fd`/`set_mtime_fd` handle both.
+        """
+        with self.parent(rel) as (fd, name):
+            try:
+                return os.open(name, _ENTRY_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.ELOOP, errno.EPERM):
+                    raise
+                return os.open(name, _PATH_FLAGS, dir_fd=fd)
+
+    def mkdir(self, rel: bytes, mode: int) -> None:
+        """Create the directory `rel` with exactly `mode` (not left to the umask)."""
+        with self.parent(rel) as (fd, name):
+            _mkdir_at(fd, name, mode)
+
+    def makedirs_for(
+        self, rel: bytes, sources: Mapping[bytes, EntryRow] | None = None
+    ) -> list[bytes]:
+        """Create the missing parents of `rel`, parents first.
+
+        Modes come from `sources` (relative path → the source's entry) or are
+        0o755. Returns the relative paths created.
+        """
+        parts = split_relative(rel)[:-1]
+        created: list[bytes] = []
+        fd = os.dup(self.fileno())
+        try:
+            for depth, part in enumerate(parts, start=1):
+                prefix = join_relative(parts[:depth])
+                try:
+                    next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    source = (sources or {}).get(prefix)
+                    mode = stat.S_IMODE(source.mode) if source else _DEFAULT_DIR_MODE
+                    with suppress(FileExistsError):
+                        _mkdir_at(fd, part, mode)
+                        created.append(prefix)
+                    next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = next_fd
+        finally:
+            os.close(fd)
+        return created
+
+    def readlink(self, rel: bytes) -> bytes:
+        """The target of the symlink `rel`."""
+        with self.parent(rel) as (fd, name):
+            return os.readlink(name, dir_fd=fd)
+
+    def symlink(self, target: bytes, rel: bytes) -> None:
+        """Create the symlink `rel` pointing at `target` (never resolved here)."""
+        with self.parent(rel) as (fd, name):
+            os.symlink(target, name, dir_fd=fd)
+
+    def unlink(self, rel: bytes) -> None:
+        """Remove the non-directory `rel`."""
+        with self.parent(rel) as (fd, name):
+            os.unlink(name, dir_fd=fd)
+
+    def rmdir(self, rel: bytes) -> None:
+        """Remove the empty directory `rel`."""
+        with self.parent(rel) as (fd, name):
+            os.rmdir(name, dir_fd=fd)
+
+    def rename_within(self, src_rel: bytes, dst_rel: bytes, *, replace: bool) -> None:
+        """Rename inside the root; without `replace`, fail if `dst_rel` exists."""
+        with self.parent(src_rel) as (sfd, sname), self.parent(dst_rel) as (dfd, dname):
+            if replace:
+                os.replace(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+            else:
+                syscalls.rename_noreplace(sfd, sname, dfd, dname)
+
+    def link_within(self, src_rel: bytes, dst_rel: bytes) -> None:
+        """Hard-link `src_rel` (a symlink itself, never its target) as `dst_rel`."""
+        with self.parent(src_rel) as (sfd, sname), self.parent(dst_rel) as (dfd, dname):
+            os.link(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd, follow_symlinks=False)
+
+    def chmod(self, rel: bytes, mode: int) -> None:
+        """Set the mode bits of `rel` in place; a symlink is left alone (Linux)."""
+        fd = self.open_nofollow(rel)
+        try:
+            if not stat.S_ISLNK(os.fstat(fd).st_mode):
+                set_mode_fd(fd, mode)
+        finally:
+            os.close(fd)
+
+    def utime(self, rel: bytes, mtime_ns: int) -> None:
+        """Set atime and mtime of `rel` itself (a symlink's own times)."""
+        with self.parent(rel) as (fd, name):
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                set_symlink_mtime(fd, name, mtime_ns)
+                return
+        entry_fd = self.open_nofollow(rel)
+        try:
+            set_mtime_fd(entry_fd, mtime_ns)
+        finally:
+            os.close(entry_fd)
+
+    # -- durability ------------------------------------------------------------
+
+    def fsync_dir(self, rel: bytes) -> None:
+        """fsync the directory `rel` (its entries become durable)."""
+        with self.dir_fd(rel) as fd:
+            syscalls.fsync_fd(fd)
+
+    def fsync_entry(self, rel: bytes) -> None:
+        """fsync the file `rel`; a symlink's parent directory instead.
+
+        A file we may not open (a copy whose mode lacks u+r) falls back to a
+        global sync(2): rare, slow, correct.
+        """
+        try:
+            fd = self.open_read(rel)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                with self.parent(rel) as (dir_fd, _name):
+                    syscalls.fsync_fd(dir_fd)
+                return
+            if exc.errno not in (errno.EACCES, errno.EPERM):
+                raise
+            os.sync()
+            return
+        try:
+            syscalls.fsync_fd(fd)
+        finally:
+            os.close(fd)
+
+    def syncfs(self) -> bool:
+        """syncfs(2) on this root's filesystem; False when unavailable."""
+        return syscalls.syncfs(self.fileno())
+
+    # -- the internal area -----------------------------------------------------
+
+    def ensure_internal(self, rel: bytes) -> None:
+        """Create `.conduitd/...` directories (mode 0o700) on demand."""
+        parts = split_relative(rel)
+        if parts[:1] != (INTERNAL_DIR,):
+            raise ValueError(f"{rel!r} is not in {INTERNAL_DIR!r}")
+        fd = os.dup(self.fileno())
+        try:
+            for part in parts:
+                with suppress(FileExistsError):
+                    _mkdir_at(fd, part, _INTERNAL_MODE)
+                next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = next_fd
+        finally:
+            os.close(fd)
+
+    def _tmp_dir(self) -> int:
+        with self._lock:
+            if self._tmp_fd is None:
+                self.ensure_internal(TMP_DIR)
+                self._tmp_fd = self.open_dir(TMP_DIR)
+            return self._tmp_fd
+
+    def tmp_path_for(self, prefix: bytes = b"c") -> bytes:
+        """A fresh, unique name in `.conduitd/tmp/` (ASCII, well under 255 bytes).
+
+        Creates the tmp directory when missing; the name is not reserved, use
+        O_EXCL (or a no-replace rename) when creating it.
+        """
+        self._tmp_dir()
+        return TMP_DIR + b"/" + prefix + b"-" + secrets.token_hex(12).encode()
+
+    def create_temp(self, prefix: bytes = b"c") -> tuple[bytes, int]:
+        """Create an empty temp file (mode 0o600, O_EXCL): its rel and a write fd."""
+        tmp_fd = self._tmp_dir()
+        while True:
+            rel = self.tmp_path_for(prefix)
+            try:
+                fd = os.open(rel.rpartition(b"/")[2], _TEMP_FLAGS, 0o600, dir_fd=tmp_fd)
+            except FileExistsError:
+                continue
+            return rel, fd
+
+    def remove_temp(self, tmp_rel: bytes) -> None:
+        """Drop a temp entry; already gone is fine."""
+        if not tmp_rel.startswith(TMP_DIR + b"/"):
+            raise ValueError(f"{tmp_rel!r} is not a temp path")
+        with suppress(FileNotFoundError):
+            self.unlink(tmp_rel)
+
+    def clean_tmp(self) -> int:
+        """Empty `.conduitd/tmp/` (crash recovery, before any run); count removed.
+
+        Only call while no run writes this root.
+        """
+        try:
+            fd = self.open_dir(TMP_DIR)
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        try:
+            for name in os.listdir(fd):
+                raw = os.fsencode(name)
+                try:
+                    os.unlink(raw, dir_fd=fd)
+                except IsADirectoryError:
+                    os.rmdir(raw, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+                removed += 1
+        finally:
+            os.close(fd)
+        return removed
+
+
+def _mkdir_at(dir_fd: int, name: bytes, mode: int) -> None:
+    """mkdir then an explicit chmod, so the umask never decides the mode."""
+    os.mkdir(name, 0o700, dir_fd=dir_fd)
+    fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, stat.S_IMODE(mode))
+    finally:
+        os.close(fd)
+
+
+def set_mode_fd(fd: int, mode: int) -> None:
+    """fchmod, also for an O_PATH descriptor (through /proc/self/fd)."""
+    try:
+        os.fchmod(fd, stat.S_IMODE(mode))
+    except OSError as exc:
+        if exc.errno != errno.EBADF:
+            raise
+        os.chmod(f"/proc/self/fd/{fd}", stat.S_IMODE(mode))
+
+
+def set_mtime_fd(fd: int, mtime_ns: int) -> None:
+    """atime = mtime = `mtime_ns`, also for an O_PATH descriptor."""
+    try:
+        os.utime(fd, ns=(mtime_ns, mtime_ns))
+    except OSError as exc:
+        if exc.errno != errno.EBADF:
+            raise
+        os.utime(f"/proc/self/fd/{fd}", ns=(mtime_ns, mtime_ns))
+
+
+def set_symlink_mtime(dir_fd: int, name: bytes, mtime_ns: int) -> None:
+    """A symlink's own atime/mtime (utimensat with AT_SYMLINK_NOFOLLOW)."""
+    os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=dir_fd, follow_symlinks=False)

@@ -1,0 +1,747 @@
+"""One generation's transfers: directories → copies → metadata → deletes.
+
+Knows nothing of modes or conflicts: it runs the jobs it is given, in that
+order, group-commits the copies, and counts. Every outcome is handed to
+`on_batch_committed` exactly once, after whatever it changed on disk is
+durable, so the caller's rows never run ahead of the disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import functools
+import os
+import stat
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import anyio
+import structlog
+
+from conduitd.errors import TransferError
+from conduitd.jobs import syscalls
+from conduitd.jobs.batching import CommitQueue
+from conduitd.jobs.commit import (
+    Durability,
+    DurabilityError,
+    PendingReplace,
+    ReplaceOutcome,
+    ReplaceStatus,
+    commit_batch,
+)
+from conduitd.jobs.copy import Checkpoint, TempFile, copy_to_temp
+from conduitd.jobs.delete import DeleteStatus, DeleteStrategy, delete_entry
+from conduitd.jobs.entries import matches
+from conduitd.jobs.failures import (
+    PathFailed,
+    Side,
+    SourceChanged,
+    TargetChanged,
+    UnreadableEntry,
+    describe,
+    is_systemic,
+    path_failed,
+)
+from conduitd.jobs.metadata import MetadataStatus, update_metadata
+from conduitd.jobs.outcomes import (
+    CopyJob,
+    DeleteJob,
+    Job,
+    JobOutcome,
+    MetadataJob,
+    MkdirJob,
+    OutcomeStatus,
+    Progress,
+    RunReport,
+    Tally,
+)
+from conduitd.jobs.paths import depth_of, parent_of, split_synced
+from conduitd.jobs.ratelimit import RateLimiter
+from conduitd.jobs.rootfs import RootFs
+from conduitd.jobs.trash import TrashedItem, TrashReason, move_to_trash, touched_dirs
+from conduitd.storage.models import EntryKind, EntryRow
+
+logger = structlog.get_logger()
+
+_CHUNK_JOBS = 256  # mkdirs, metadata updates, deletes per worker-thread call
+_OWNER_RWX = 0o700  # new directories stay writable until their copies landed
+
+OnBatch = Callable[[Sequence[JobOutcome]], Awaitable[None]]
+OnProgress = Callable[[Progress], None]
+_J = TypeVar("_J", MkdirJob, MetadataJob, DeleteJob)
+_Key = tuple[RootFs, bytes]
+
+
+class Copier(Protocol):
+    """The shape of `copy_to_temp` (a seam: tests inject failures here)."""
+
+    def __call__(
+        self,
+        src: RootFs,
+        rel: bytes,
+        dst: RootFs,
+        expected: EntryRow,
+        limiter: RateLimiter | None = None,
+        *,
+        checkpoint: Checkpoint | None = None,
+        fsync: bool = False,
+    ) -> TempFile: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Copied:
+    job: CopyJob
+    temp: TempFile
+
+
+def clean_tmp(root: RootFs) -> int:
+    """Empty `.conduitd/tmp/` of a root before any run writes it (crash recovery)."""
+    return root.clean_tmp()
+
+
+class TransferRunner:
+    """Runs generic job lists; one instance may serve many runs and conduits.
+
+    Args:
+        durability: how batches are made durable.
+        copier: the copy primitive (a seam for fault injection).
+        batch_max_files, batch_max_bytes, batch_max_age_s: group-commit limits.
+        max_batch_attempts: copies of a batch whose fsync failed are redone
+            from scratch up to this many times in all.
+    """
+
+    def __init__(
+        self,
+        *,
+        durability: Durability = Durability.SYNCFS,
+        copier: Copier = copy_to_temp,
+        batch_max_files: int = 1000,
+        batch_max_bytes: int = 256 << 20,
+        batch_max_age_s: float = 1.0,
+        max_batch_attempts: int = 3,
+    ) -> None:
+        self.durability = durability
+        self.copier = copier
+        self.batch_max_files = batch_max_files
+        self.batch_max_bytes = batch_max_bytes
+        self.batch_max_age_s = batch_max_age_s
+        self.max_batch_attempts = max_batch_attempts
+
+    async def run(
+        self,
+        jobs: Iterable[Job],
+        *,
+        generation: int,
+        trash: bool,
+        parallel: int,
+        global_limiter: anyio.CapacityLimiter,
+        rate_limiter: RateLimiter | None = None,
+        on_batch_committed: OnBatch,
+        on_progress: OnProgress | None = None,
+    ) -> RunReport:
+        """Run one generation's jobs; per-path failures are counted, not raised.
+
+        Cancelling the caller's scope stops the run between files: no partial
+        file under a final name, no temp file left behind.
+        """
+        run = _Run(
+            self,
+            generation=generation,
+            trash=trash,
+            parallel=max(1, parallel),
+            global_limiter=global_limiter,
+            rate_limiter=rate_limiter,
+            on_batch_committed=on_batch_committed,
+            on_progress=on_progress,
+        )
+        try:
+            return await run.execute(list(jobs))
+        except BaseExceptionGroup as group:
+            sole = _sole_error(group)
+            if sole is None:
+                raise
+            raise sole from None  # e.g. what on_batch_committed raised, unwrapped
+
+
+def _sole_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
+    """The one ordinary exception a task-group error wraps, if that is all."""
+    inner: BaseException = group
+    while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+        inner = inner.exceptions[0]
+    if isinstance(inner, Exception) and not isinstance(inner, BaseExceptionGroup):
+        return inner
+    return None
+
+
+class _Run:
+    """The state of one run: counters, live temp files, what blocks what."""
+
+    def __init__(
+        self,
+        runner: TransferRunner,
+        *,
+        generation: int,
+        trash: bool,
+        parallel: int,
+        global_limiter: anyio.CapacityLimiter,
+        rate_limiter: RateLimiter | None,
+        on_batch_committed: OnBatch,
+        on_progress: OnProgress | None,
+    ) -> None:
+        self.runner = runner
+        self.generation = generation
+        self.trash = trash
+        self.parallel = parallel
+        self.global_limiter = global_limiter
+        self.rate_limiter = rate_limiter
+        self.on_batch_committed = on_batch_committed
+        self.on_progress = on_progress
+        self.tally = Tally()
+        self.live_temps: dict[bytes, RootFs] = {}
+        self.failed_content: set[str] = set()
+        self.blocked: dict[_Key, OutcomeStatus] = {}
+        self.unreadable: set[_Key] = set()
+        self.trashed_dirs: dict[_Key, TrashedItem] = {}
+        self.created_dirs: list[MkdirJob] = []
+        self.progress = Progress(0, 0, 0, 0)
+        self.fsync_each = (
+            runner.durability is Durability.FSYNC or not syscalls.have_syncfs()
+        )
+        self.log = logger.bind(generation=generation)
+
+    async def execute(self, jobs: list[Job]) -> RunReport:
+        mkdirs = [j for j in jobs if isinstance(j, MkdirJob)]
+        copies = [j for j in jobs if isinstance(j, CopyJob)]
+        updates = [j for j in jobs if isinstance(j, MetadataJob)]
+        deletes = [j for j in jobs if isinstance(j, DeleteJob)]
+        self._index_unreadable(jobs)
+        self.progress = Progress(0, len(jobs), 0, sum(map(_copy_bytes, copies)))
+        try:
+            for level in _by_depth(mkdirs):
+                await self._chunked(level, self._apply_mkdirs)
+            await self._copies(copies)
+            await self._finish_dirs()
+            await self._chunked(updates, self._apply_metadata)
+            await self._deletes(deletes)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._drop_live_temps()
+        return self.tally.report()
+
+    # -- bookkeeping (event loop) ----------------------------------------------
+
+    def _index_unreadable(self, jobs: Iterable[Job]) -> None:
+        for job in jobs:
+            root, rel, entry = _target_of(job)
+            if entry is not None and entry.unreadable:
+                self.unreadable.add((root, rel))
+
+    async def _record(self, outcomes: Sequence[JobOutcome]) -> None:
+        """Count, remember what blocks later jobs, report progress, hand over."""
+        if not outcomes:
+            return
+        for outcome in outcomes:
+            self.tally.add(outcome)
+            self._note(outcome)
+        done = self.progress.files_done + len(outcomes)
+        moved = self.progress.bytes_done + sum(
+            _copy_bytes(o.job) for o in outcomes if isinstance(o.job, CopyJob)
+        )
+        self.progress = dataclasses.replace(
+            self.progress, files_done=done, bytes_done=moved
+        )
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
+        with anyio.CancelScope(shield=True):
+            await self.on_batch_committed(outcomes)
+
+    def _note(self, outcome: JobOutcome) -> None:
+        job, status, error = outcome.job, outcome.status, outcome.error
+        systemic = error is not None and is_systemic(error)
+        if systemic and self.tally.systemic_error is None:
+            self.log.warning("deletes_cancelled_systemic_error", error=str(error))
+            self.tally.systemic_error = error
+        if isinstance(job, CopyJob):
+            if status is OutcomeStatus.FAILED and job.source.content_id is not None:
+                self.failed_content.add(job.source.content_id)
+            trashed = outcome.trashed
+            if trashed is not None and trashed.kind is EntryKind.DIRECTORY:
+                self.trashed_dirs[(job.dst_root, job.dest_rel)] = trashed
+        elif isinstance(job, MkdirJob):
+            if status is OutcomeStatus.DONE:
+                self.created_dirs.append(job)
+            elif status is not OutcomeStatus.UNCHANGED:
+                self.blocked[(job.root, job.rel)] = status
+
+    def _precheck(self, job: Job, root: RootFs, rel: bytes) -> JobOutcome | None:
+        """A job under an unreadable directory, or one that was not created."""
+        for ancestor in _ancestors(rel):
+            error: TransferError
+            if (root, ancestor) in self.unreadable:
+                error = UnreadableEntry(
+                    f"{describe(rel)}: under unreadable {describe(ancestor)}"
+                )
+                return JobOutcome(job, OutcomeStatus.FAILED, error=error)
+            status = self.blocked.get((root, ancestor))
+            if status is OutcomeStatus.FAILED:
+                error = TransferError(
+                    f"{describe(rel)}: directory {describe(ancestor)} was not created"
+                )
+                return JobOutcome(job, OutcomeStatus.FAILED, error=error)
+            if status is not None:
+                return JobOutcome(job, OutcomeStatus.SKIPPED_TARGET_CHANGED)
+        return None
+
+    async def _drop_live_temps(self) -> None:
+        temps = list(self.live_temps.items())
+        self.live_temps.clear()
+        if temps:
+            await anyio.to_thread.run_sync(_remove_temps, temps)
+
+    # -- chunked phases (mkdirs, metadata, deletes) ----------------------------
+
+    async def _chunked(
+        self, jobs: Sequence[_J], apply: Callable[[Sequence[_J]], list[JobOutcome]]
+    ) -> None:
+        """Apply `jobs` in chunks, `parallel` worker threads at a time."""
+        chunks = iter(
+            [jobs[i : i + _CHUNK_JOBS] for i in range(0, len(jobs), _CHUNK_JOBS)]
+        )
+
+        async def worker() -> None:
+            for chunk in chunks:
+                outcomes = await anyio.to_thread.run_sync(
+                    apply, chunk, limiter=self.global_limiter
+                )
+                await self._record(outcomes)
+
+        workers = min(self.parallel, -(-len(jobs) // _CHUNK_JOBS))
+        async with anyio.create_task_group() as tg:
+            for _ in range(workers):
+                tg.start_soon(worker)
+
+    def _sync(
+        self, dirs: dict[RootFs, set[bytes]], entries: dict[RootFs, set[bytes]]
+    ) -> None:
+        """syncfs each touched root, or fsync each touched entry and directory."""
+        for root in {*dirs, *entries}:
+            if self.runner.durability is Durability.SYNCFS and root.syncfs():
+                continue
+            for rel in sorted(entries.get(root, ())):
+                root.fsync_entry(rel)
+            for rel in sorted(dirs.get(root, ())):
+                root.fsync_dir(rel)
+
+    def _durable(
+        self,
+        outcomes: list[JobOutcome],
+        dirs: dict[RootFs, set[bytes]],
+        entries: dict[RootFs, set[bytes]] | None = None,
+    ) -> list[JobOutcome]:
+        """Make a chunk's changes durable; if that fails, its work did not happen."""
+        try:
+            self._sync(dirs, entries or {})
+        except OSError as exc:
+            error = PathFailed(
+                f"making changes durable failed: {exc.strerror}",
+                side=Side.TARGET,
+                errno_=exc.errno,
+            )
+            return [
+                dataclasses.replace(o, status=OutcomeStatus.FAILED, error=error)
+                if o.status is OutcomeStatus.DONE
+                else o
+                for o in outcomes
+            ]
+        return outcomes
+
+    def _apply_mkdirs(self, chunk: Sequence[MkdirJob]) -> list[JobOutcome]:
+        outcomes = [self._mkdir_one(job) for job in chunk]
+        dirs: dict[RootFs, set[bytes]] = defaultdict(set)
+        for outcome in outcomes:
+            job = outcome.job
+            assert isinstance(job, MkdirJob)
+            if outcome.status is OutcomeStatus.DONE:
+                dirs[job.root].add(parent_of(job.rel))
+            if outcome.trashed is not None:
+                dirs[job.root].update(touched_dirs(outcome.trashed))
+        return self._durable(outcomes, dirs)
+
+    def _mkdir_one(self, job: MkdirJob) -> JobOutcome:
+        pre = self._precheck(job, job.root, job.rel)
+        if pre is not None:
+            return pre
+        try:
+            split_synced(job.rel)
+            return self._make_directory(job)
+        except TargetChanged as exc:
+            return JobOutcome(job, OutcomeStatus.SKIPPED_TARGET_CHANGED, error=exc)
+        except TransferError as exc:
+            return JobOutcome(job, OutcomeStatus.FAILED, error=exc)
+        except OSError as exc:
+            error = path_failed(Side.TARGET, job.rel, "mkdir", exc)
+            return JobOutcome(job, OutcomeStatus.FAILED, error=error)
+
+    def _make_directory(self, job: MkdirJob) -> JobOutcome:
+        """mkdir; a matching non-directory in the way goes to trash first."""
+        root, rel, trashed = job.root, job.rel, None
+        current = _lstat_or_none(root, rel)
+        if current is not None:
+            if stat.S_ISDIR(current.st_mode):
+                return JobOutcome(job, OutcomeStatus.UNCHANGED)
+            expected = job.expected_target
+            if expected is None or not matches(current, expected):
+                raise TargetChanged(f"{describe(rel)}: target changed since resolution")
+            if expected.unreadable:
+                raise UnreadableEntry(f"{describe(rel)}: flagged unreadable")
+            trashed = self._clear_for_directory(root, rel, expected)
+        root.makedirs_for(rel)
+        try:
+            root.mkdir(rel, stat.S_IMODE(job.source.mode) | _OWNER_RWX)
+        except FileExistsError as exc:
+            if stat.S_ISDIR(root.lstat(rel).st_mode):
+                return JobOutcome(job, OutcomeStatus.UNCHANGED, trashed)
+            raise TargetChanged(f"{describe(rel)}: target appeared meanwhile") from exc
+        return JobOutcome(job, OutcomeStatus.DONE, trashed)
+
+    def _clear_for_directory(
+        self, root: RootFs, rel: bytes, expected: EntryRow
+    ) -> TrashedItem | None:
+        if self.trash:
+            return move_to_trash(
+                root,
+                rel,
+                self.generation,
+                reason=TrashReason.OVERWRITTEN,
+                expected=expected,
+            )
+        result = delete_entry(
+            root,
+            rel,
+            expected,
+            generation=self.generation,
+            strategy=DeleteStrategy.PERMANENT,
+        )
+        if result.status is not DeleteStatus.DELETED:
+            raise TargetChanged(f"{describe(rel)}: target changed since resolution")
+        return None
+
+    async def _finish_dirs(self) -> None:
+        """New directories get their final mode and mtime, deepest first."""
+        jobs = sorted(self.created_dirs, key=lambda j: depth_of(j.rel), reverse=True)
+        if jobs:
+            await anyio.to_thread.run_sync(
+                self._apply_dir_metadata, jobs, limiter=self.global_limiter
+            )
+
+    def _apply_dir_metadata(self, jobs: Sequence[MkdirJob]) -> None:
+        entries: dict[RootFs, set[bytes]] = defaultdict(set)
+        for job in jobs:
+            try:
+                job.root.chmod(job.rel, stat.S_IMODE(job.source.mode))
+                job.root.utime(job.rel, job.source.mtime_ns)
+            except OSError as exc:  # directories' metadata is best effort
+                self.log.warning(
+                    "directory_metadata_failed", path=describe(job.rel), error=str(exc)
+                )
+                continue
+            entries[job.root].add(job.rel)
+        try:
+            self._sync({}, entries)
+        except OSError as exc:
+            self.log.warning("directory_metadata_not_durable", error=str(exc))
+
+    def _apply_metadata(self, chunk: Sequence[MetadataJob]) -> list[JobOutcome]:
+        outcomes = [self._metadata_one(job) for job in chunk]
+        entries: dict[RootFs, set[bytes]] = defaultdict(set)
+        for outcome in outcomes:
+            job = outcome.job
+            assert isinstance(job, MetadataJob)
+            if outcome.status is OutcomeStatus.DONE:
+                entries[job.root].add(job.rel)
+        return self._durable(outcomes, {}, entries)
+
+    def _metadata_one(self, job: MetadataJob) -> JobOutcome:
+        pre = self._precheck(job, job.root, job.rel)
+        if pre is not None:
+            return pre
+        try:
+            result = update_metadata(job.root, job.rel, job.source, job.expected_target)
+        except TransferError as exc:
+            return JobOutcome(job, OutcomeStatus.FAILED, error=exc)
+        if result.status is MetadataStatus.UPDATED:
+            return JobOutcome(job, OutcomeStatus.DONE)
+        return JobOutcome(job, OutcomeStatus.SKIPPED_TARGET_CHANGED)
+
+    # -- copies -----------------------------------------------------------------
+
+    async def _copies(self, jobs: Sequence[CopyJob]) -> None:
+        """Copy `parallel` at a time while one committer group-commits batches."""
+        if not jobs:
+            return
+        queue: CommitQueue[_Copied | JobOutcome] = CommitQueue(
+            max_files=self.runner.batch_max_files,
+            max_bytes=self.runner.batch_max_bytes,
+            max_age_s=self.runner.batch_max_age_s,
+        )
+        pending = iter(jobs)
+
+        async def worker() -> None:
+            for job in pending:
+                result = await self._copy_one(job)
+                size = result.temp.size if isinstance(result, _Copied) else 0
+                queue.put(result, size)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._commit_loop, queue)
+            async with anyio.create_task_group() as workers:
+                for _ in range(min(self.parallel, len(jobs))):
+                    workers.start_soon(worker)
+            queue.close()
+
+    async def _copy_one(self, job: CopyJob) -> _Copied | JobOutcome:
+        pre = self._precheck(job, job.dst_root, job.dest_rel)
+        if pre is not None:
+            return pre
+        call = functools.partial(
+            self.runner.copier,
+            job.src_root,
+            job.rel,
+            job.dst_root,
+            job.source,
+            self.rate_limiter,
+            checkpoint=anyio.from_thread.check_cancelled,
+            fsync=self.fsync_each,
+        )
+        try:
+            temp = await anyio.to_thread.run_sync(call, limiter=self.global_limiter)
+        except SourceChanged as exc:
+            return JobOutcome(job, OutcomeStatus.SKIPPED_SOURCE_CHANGED, error=exc)
+        except TransferError as exc:
+            return JobOutcome(job, OutcomeStatus.FAILED, error=exc)
+        except OSError as exc:  # a copier that does not translate: the target's
+            error = path_failed(Side.TARGET, job.dest_rel, "copy", exc)
+            return JobOutcome(job, OutcomeStatus.FAILED, error=error)
+        self.live_temps[temp.tmp_rel] = job.dst_root
+        return _Copied(job, temp)
+
+    async def _commit_loop(self, queue: CommitQueue[_Copied | JobOutcome]) -> None:
+        while (batch := await queue.next_batch()) is not None:
+            settled = [b for b in batch if isinstance(b, JobOutcome)]
+            groups: dict[RootFs, list[_Copied]] = defaultdict(list)
+            for item in batch:
+                if isinstance(item, _Copied):
+                    groups[item.job.dst_root].append(item)
+            await self._record(settled)
+            for root, group in groups.items():
+                await self._record(await self._commit_group(root, group))
+
+    async def _commit_group(
+        self, root: RootFs, group: list[_Copied]
+    ) -> list[JobOutcome]:
+        """Commit one root's share of a batch; redo it when fsync failed."""
+        redone: list[JobOutcome] = []
+        for attempt in range(1, self.runner.max_batch_attempts + 1):
+            items = [
+                PendingReplace(
+                    c.temp, c.job.dest_rel, c.job.expected_target, c.job.trash_reason
+                )
+                for c in group
+            ]
+            call = functools.partial(
+                commit_batch,
+                root,
+                items,
+                generation=self.generation,
+                trash=self.trash,
+                durable=self.runner.durability,
+            )
+            try:
+                results = await anyio.to_thread.run_sync(
+                    call, limiter=self.global_limiter
+                )
+            except DurabilityError as exc:
+                self._forget(group)
+                self.log.warning(
+                    "batch_not_durable",
+                    attempt=attempt,
+                    files=len(group),
+                    error=str(exc),
+                )
+                error = PathFailed(
+                    str(exc), side=Side.TARGET, errno_=exc.errno or errno.EIO
+                )
+                if attempt == self.runner.max_batch_attempts:
+                    return redone + [_failed(c.job, error) for c in group]
+                group, failed = await self._recopy(group)
+                redone.extend(failed)
+                continue
+            except PathFailed as exc:  # renamed, but directories not durable
+                self._forget(group)
+                return redone + [_failed(c.job, exc) for c in group]
+            self._forget(group)
+            return redone + [
+                _from_replace(c.job, r) for c, r in zip(group, results, strict=True)
+            ]
+        return redone
+
+    async def _recopy(
+        self, group: list[_Copied]
+    ) -> tuple[list[_Copied], list[JobOutcome]]:
+        copied: list[_Copied] = []
+        settled: list[JobOutcome] = []
+        for item in group:
+            result = await self._copy_one(item.job)
+            if isinstance(result, _Copied):
+                copied.append(result)
+            else:
+                settled.append(result)
+        return copied, settled
+
+    def _forget(self, group: Iterable[_Copied]) -> None:
+        for item in group:
+            self.live_temps.pop(item.temp.tmp_rel, None)
+
+    # -- deletes ----------------------------------------------------------------
+
+    async def _deletes(self, jobs: Sequence[DeleteJob]) -> None:
+        """Files first, then directories children-last; held back after failures."""
+        held = [j for j in jobs if self._hold_back(j)]
+        await self._record([JobOutcome(j, OutcomeStatus.CANCELLED) for j in held])
+        rest = [j for j in jobs if not self._hold_back(j)]
+        files = [j for j in rest if j.expected.kind is not EntryKind.DIRECTORY]
+        await self._chunked(files, self._apply_deletes)
+        directories = [j for j in rest if j.expected.kind is EntryKind.DIRECTORY]
+        for level in reversed(_by_depth(directories)):
+            await self._chunked(level, self._apply_deletes)
+
+    def _hold_back(self, job: DeleteJob) -> bool:
+        """A systemic error holds back every delete; a failed copy, its content's."""
+        if self.tally.systemic_error is not None:
+            return True
+        content_id = job.expected.content_id
+        return content_id is not None and content_id in self.failed_content
+
+    def _apply_deletes(self, chunk: Sequence[DeleteJob]) -> list[JobOutcome]:
+        outcomes: list[JobOutcome] = []
+        dirs: dict[RootFs, set[bytes]] = defaultdict(set)
+        systemic = False
+        for job in chunk:
+            if systemic or self._hold_back(job):
+                outcomes.append(JobOutcome(job, OutcomeStatus.CANCELLED))
+                continue
+            outcome = self._delete_one(job)
+            outcomes.append(outcome)
+            systemic = outcome.error is not None and is_systemic(outcome.error)
+            if outcome.status is OutcomeStatus.DONE:
+                dirs[job.root].add(parent_of(job.rel))
+            if outcome.trashed is not None:
+                dirs[job.root].update(touched_dirs(outcome.trashed))
+        return self._durable(outcomes, dirs)
+
+    def _delete_one(self, job: DeleteJob) -> JobOutcome:
+        pre = self._precheck(job, job.root, job.rel)
+        if pre is not None:
+            return pre
+        for ancestor in _ancestors(job.rel):
+            parent_item = self.trashed_dirs.get((job.root, ancestor))
+            if parent_item is not None:
+                return self._deleted_with_parent(job, ancestor, parent_item)
+        strategy = DeleteStrategy.TRASH if self.trash else DeleteStrategy.PERMANENT
+        try:
+            result = delete_entry(
+                job.root,
+                job.rel,
+                job.expected,
+                generation=self.generation,
+                strategy=strategy,
+            )
+        except TransferError as exc:
+            return JobOutcome(job, OutcomeStatus.FAILED, error=exc)
+        status = {
+            DeleteStatus.DELETED: OutcomeStatus.DONE,
+            DeleteStatus.SKIPPED_NOT_EMPTY: OutcomeStatus.SKIPPED_NOT_EMPTY,
+        }.get(result.status, OutcomeStatus.SKIPPED_TARGET_CHANGED)
+        return JobOutcome(job, status, result.trashed)
+
+    def _deleted_with_parent(
+        self, job: DeleteJob, ancestor: bytes, parent_item: TrashedItem
+    ) -> JobOutcome:
+        """Its directory went to trash whole (replaced by a file) earlier in
+        this run: the entry is there, under the directory's trash path."""
+        trash_rel = parent_item.trash_rel + job.rel[len(ancestor) :]
+        current = _lstat_or_none(job.root, trash_rel)
+        if current is None or not matches(current, job.expected):
+            return JobOutcome(job, OutcomeStatus.SKIPPED_TARGET_CHANGED)
+        if job.expected.kind is EntryKind.DIRECTORY:
+            return JobOutcome(job, OutcomeStatus.DONE)
+        item = dataclasses.replace(
+            parent_item,
+            relative_path=job.rel,
+            trash_rel=trash_rel,
+            kind=job.expected.kind,
+            size=current.st_size,
+            mtime_ns=current.st_mtime_ns,
+            content_id=job.expected.content_id,
+            inode=current.st_ino,
+        )
+        return JobOutcome(job, OutcomeStatus.DONE, item)
+
+
+def _failed(job: Job, error: TransferError) -> JobOutcome:
+    return JobOutcome(job, OutcomeStatus.FAILED, error=error)
+
+
+def _from_replace(job: CopyJob, result: ReplaceOutcome) -> JobOutcome:
+    status = {
+        ReplaceStatus.REPLACED: OutcomeStatus.DONE,
+        ReplaceStatus.SKIPPED_TARGET_CHANGED: OutcomeStatus.SKIPPED_TARGET_CHANGED,
+    }.get(result.status, OutcomeStatus.FAILED)
+    return JobOutcome(job, status, result.trashed, result.error)
+
+
+def _target_of(job: Job) -> tuple[RootFs, bytes, EntryRow | None]:
+    """The root and path a job writes or deletes, and the entry expected there."""
+    if isinstance(job, CopyJob):
+        return job.dst_root, job.dest_rel, job.expected_target
+    if isinstance(job, DeleteJob):
+        return job.root, job.rel, job.expected
+    return job.root, job.rel, job.expected_target
+
+
+def _copy_bytes(job: Job) -> int:
+    if isinstance(job, CopyJob) and job.source.kind is EntryKind.FILE:
+        return job.source.size
+    return 0
+
+
+def _by_depth(jobs: Sequence[_J]) -> list[list[_J]]:
+    """Jobs grouped by path depth, shallowest level first."""
+    levels: dict[int, list[_J]] = defaultdict(list)
+    for job in jobs:
+        levels[depth_of(job.rel)].append(job)
+    return [levels[d] for d in sorted(levels)]
+
+
+def _ancestors(rel: bytes) -> Iterator[bytes]:
+    """Proper ancestors of `rel`, nearest first (the root excluded)."""
+    while b"/" in rel:
+        rel = parent_of(rel)
+        yield rel
+
+
+def _lstat_or_none(root: RootFs, rel: bytes) -> os.stat_result | None:
+    try:
+        return root.lstat(rel)
+    except FileNotFoundError:
+        return None
+
+
+def _remove_temps(temps: Sequence[tuple[bytes, RootFs]]) -> None:
+    for tmp_rel, root in temps:
+        with suppress(OSError):
+            root.remove_temp(tmp_rel)
