@@ -258,7 +258,10 @@ def _error_classes() -> dict[str, type[ConduitdError]]:
     pending: list[type[ConduitdError]] = [ConduitdError]
     while pending:
         cls = pending.pop()
-        found.setdefault(cls.kind, cls)
+        # Only the shared families: the same reply maps to the same class
+        # whether or not daemon modules happen to be imported.
+        if cls.__module__ in ("conduitd.errors", __name__):
+            found.setdefault(cls.kind, cls)
         pending.extend(cls.__subclasses__())
     found.pop(DaemonReplyError.kind, None)
     return found

@@ -295,23 +295,36 @@ class ControlServer:
             return
         reader = BufferedByteReceiveStream(stream)
         while True:
-            line: bytes | None = None
-            with anyio.move_on_after(self._idle_timeout_s):
-                try:
-                    line = await reader.receive_until(b"\n", MAX_LINE_BYTES)
-                except (anyio.IncompleteRead, anyio.EndOfStream):
-                    return
-                except anyio.DelimiterNotFound:
-                    too_long = RequestError(
-                        f"request line longer than {MAX_LINE_BYTES} bytes"
-                    )
-                    await self._send(stream, error_reply(None, too_long))
-                    return
+            try:
+                line = await self._read_line(reader)
+            except RequestError as too_long:
+                await self._send(stream, error_reply(None, too_long))
+                return
             if line is None:
-                return  # idle
-            if not line.strip():
-                continue
-            await self._answer(stream, line, handler_group)
+                return  # end of stream, or idle too long
+            if line.strip():
+                await self._answer(stream, line, handler_group)
+
+    async def _read_line(self, reader: BufferedByteReceiveStream) -> bytes | None:
+        """The next request line; None at end of stream or after the idle timeout.
+
+        Raises:
+            RequestError: the line is longer than MAX_LINE_BYTES.
+        """
+        too_long = RequestError(f"request line longer than {MAX_LINE_BYTES} bytes")
+        with anyio.move_on_after(self._idle_timeout_s):
+            try:
+                line = await reader.receive_until(b"\n", MAX_LINE_BYTES)
+            except (anyio.IncompleteRead, anyio.EndOfStream):
+                return None
+            except anyio.DelimiterNotFound:
+                raise too_long from None
+            # receive_until returns a longer line when its delimiter came in
+            # the same read: the cap is checked here too.
+            if len(line) > MAX_LINE_BYTES:
+                raise too_long
+            return line
+        return None
 
     async def _answer(
         self,

@@ -7,11 +7,14 @@ SIGUSR2 writes a status dump to the log (DESIGN.md Interfaces, Signals).
 from __future__ import annotations
 
 import signal
+from collections.abc import Awaitable, Callable
 from typing import Final, Protocol
 
 import anyio
 import anyio.abc
 import structlog
+
+from conduitd.errors import ConduitdError
 
 logger = structlog.get_logger()
 
@@ -63,8 +66,17 @@ async def serve_signals(
             if signum in (signal.SIGTERM, signal.SIGINT):
                 target.request_stop(name)
             elif signum == signal.SIGHUP:
-                actions.start_soon(target.reload_config)
+                actions.start_soon(_contained, target.reload_config, "reload")
             elif signum == signal.SIGUSR1:
                 target.sync_all()
             elif signum == signal.SIGUSR2:
-                actions.start_soon(target.log_status)
+                actions.start_soon(_contained, target.log_status, "status_dump")
+
+
+async def _contained(action: Callable[[], Awaitable[object]], what: str) -> None:
+    """Run a signal's action; its errors are logged, never fatal to the daemon."""
+    try:
+        await action()
+    except ConduitdError as error:
+        # A rejected reload was logged problem by problem; the old config stays.
+        logger.warning("signal_action_failed", action=what, error=str(error))
