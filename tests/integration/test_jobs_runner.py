@@ -621,3 +621,51 @@ async def test_runner_raises_what_on_batch_committed_raised(sides: Sides) -> Non
             on_batch_committed=failing,
         )
     assert tmp_entries(sides.dst) == []
+
+
+def tree_digest(root: Path) -> dict[str, tuple[object, ...]]:
+    """Everything observable about a tree (kind, mode, mtime, content, target)."""
+    seen: dict[str, tuple[object, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            st = os.lstat(path)
+            body: object = None
+            if stat.S_ISREG(st.st_mode):
+                body = blake3.blake3(path.read_bytes()).hexdigest()
+            elif stat.S_ISLNK(st.st_mode):
+                body = os.readlink(path)
+            seen[str(path.relative_to(root))] = (st.st_mode, st.st_mtime_ns, body)
+    return seen
+
+
+@pytest.mark.anyio
+async def test_runner_parent_swapped_for_outside_symlink_mid_run_escapes_nothing(
+    sides: Sides, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    write(outside / "new.txt", b"outside new")
+    write(outside / "old.txt", b"outside old")
+    write(sides.src / "d" / "new.txt", b"ours")
+    write(sides.dst / "d" / "old.txt", b"to delete")
+    jobs: list[Job] = [sides.copy("d/new.txt"), sides.delete("d/old.txt")]
+    before = tree_digest(outside)
+
+    class SwappingCopier(FailingCopier):
+        """Copies, then swaps the target's `d` for a symlink leading outside."""
+
+        def __call__(self, *args: object, **kwargs: object) -> TempFile:
+            temp = super().__call__(*args, **kwargs)  # type: ignore[arg-type]  # passes through
+            moved = sides.dst / "d-moved-away"
+            (sides.dst / "d").rename(moved)
+            (sides.dst / "d").symlink_to(outside)
+            return temp
+
+    recorder, report = await run(jobs, runner=TransferRunner(copier=SwappingCopier({})))
+
+    assert recorder.of(b"d/new.txt").status is OutcomeStatus.FAILED
+    assert recorder.of(b"d/old.txt").status is OutcomeStatus.FAILED
+    assert tree_digest(outside) == before
+    assert (sides.dst / "d-moved-away" / "old.txt").read_bytes() == b"to delete"
+    assert report.errors_encountered == 2  # type: ignore[attr-defined]
+    assert tmp_entries(sides.dst) == []

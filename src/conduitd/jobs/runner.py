@@ -11,10 +11,8 @@ from __future__ import annotations
 import dataclasses
 import errno
 import functools
-import os
-import stat
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -34,19 +32,12 @@ from conduitd.jobs.commit import (
     commit_batch,
 )
 from conduitd.jobs.copy import Checkpoint, TempFile, copy_to_temp
-from conduitd.jobs.delete import DeleteStatus, DeleteStrategy, delete_entry
-from conduitd.jobs.entries import matches
 from conduitd.jobs.failures import (
     PathFailed,
     Side,
     SourceChanged,
-    TargetChanged,
-    UnreadableEntry,
-    describe,
-    is_systemic,
     path_failed,
 )
-from conduitd.jobs.metadata import MetadataStatus, update_metadata
 from conduitd.jobs.outcomes import (
     CopyJob,
     DeleteJob,
@@ -59,21 +50,19 @@ from conduitd.jobs.outcomes import (
     RunReport,
     Tally,
 )
-from conduitd.jobs.paths import depth_of, parent_of, split_synced
+from conduitd.jobs.paths import depth_of
 from conduitd.jobs.ratelimit import RateLimiter
 from conduitd.jobs.rootfs import RootFs
-from conduitd.jobs.trash import TrashedItem, TrashReason, move_to_trash, touched_dirs
+from conduitd.jobs.steps import RunState, Steps
 from conduitd.storage.models import EntryKind, EntryRow
 
 logger = structlog.get_logger()
 
 _CHUNK_JOBS = 256  # mkdirs, metadata updates, deletes per worker-thread call
-_OWNER_RWX = 0o700  # new directories stay writable until their copies landed
 
 OnBatch = Callable[[Sequence[JobOutcome]], Awaitable[None]]
 OnProgress = Callable[[Progress], None]
 _J = TypeVar("_J", MkdirJob, MetadataJob, DeleteJob)
-_Key = tuple[RootFs, bytes]
 
 
 class Copier(Protocol):
@@ -201,12 +190,14 @@ class _Run:
         self.on_batch_committed = on_batch_committed
         self.on_progress = on_progress
         self.tally = Tally()
+        self.state = RunState()
+        self.steps = Steps(
+            generation=generation,
+            trash=trash,
+            durability=runner.durability,
+            state=self.state,
+        )
         self.live_temps: dict[bytes, RootFs] = {}
-        self.failed_content: set[str] = set()
-        self.blocked: dict[_Key, OutcomeStatus] = {}
-        self.unreadable: set[_Key] = set()
-        self.trashed_dirs: dict[_Key, TrashedItem] = {}
-        self.created_dirs: list[MkdirJob] = []
         self.progress = Progress(0, 0, 0, 0)
         self.fsync_each = (
             runner.durability is Durability.FSYNC or not syscalls.have_syncfs()
@@ -218,14 +209,14 @@ class _Run:
         copies = [j for j in jobs if isinstance(j, CopyJob)]
         updates = [j for j in jobs if isinstance(j, MetadataJob)]
         deletes = [j for j in jobs if isinstance(j, DeleteJob)]
-        self._index_unreadable(jobs)
+        self.state.index_unreadable(jobs)
         self.progress = Progress(0, len(jobs), 0, sum(map(_copy_bytes, copies)))
         try:
             for level in _by_depth(mkdirs):
-                await self._chunked(level, self._apply_mkdirs)
+                await self._chunked(level, self.steps.mkdirs)
             await self._copies(copies)
             await self._finish_dirs()
-            await self._chunked(updates, self._apply_metadata)
+            await self._chunked(updates, self.steps.metadata)
             await self._deletes(deletes)
         finally:
             with anyio.CancelScope(shield=True):
@@ -234,19 +225,17 @@ class _Run:
 
     # -- bookkeeping (event loop) ----------------------------------------------
 
-    def _index_unreadable(self, jobs: Iterable[Job]) -> None:
-        for job in jobs:
-            root, rel, entry = _target_of(job)
-            if entry is not None and entry.unreadable:
-                self.unreadable.add((root, rel))
-
     async def _record(self, outcomes: Sequence[JobOutcome]) -> None:
         """Count, remember what blocks later jobs, report progress, hand over."""
         if not outcomes:
             return
         for outcome in outcomes:
             self.tally.add(outcome)
-            self._note(outcome)
+            if self.state.note(outcome):
+                self.tally.systemic_error = outcome.error
+                self.log.warning(
+                    "deletes_cancelled_systemic_error", error=str(outcome.error)
+                )
         done = self.progress.files_done + len(outcomes)
         moved = self.progress.bytes_done + sum(
             _copy_bytes(o.job) for o in outcomes if isinstance(o.job, CopyJob)
@@ -258,43 +247,6 @@ class _Run:
             self.on_progress(self.progress)
         with anyio.CancelScope(shield=True):
             await self.on_batch_committed(outcomes)
-
-    def _note(self, outcome: JobOutcome) -> None:
-        job, status, error = outcome.job, outcome.status, outcome.error
-        systemic = error is not None and is_systemic(error)
-        if systemic and self.tally.systemic_error is None:
-            self.log.warning("deletes_cancelled_systemic_error", error=str(error))
-            self.tally.systemic_error = error
-        if isinstance(job, CopyJob):
-            if status is OutcomeStatus.FAILED and job.source.content_id is not None:
-                self.failed_content.add(job.source.content_id)
-            trashed = outcome.trashed
-            if trashed is not None and trashed.kind is EntryKind.DIRECTORY:
-                self.trashed_dirs[(job.dst_root, job.dest_rel)] = trashed
-        elif isinstance(job, MkdirJob):
-            if status is OutcomeStatus.DONE:
-                self.created_dirs.append(job)
-            elif status is not OutcomeStatus.UNCHANGED:
-                self.blocked[(job.root, job.rel)] = status
-
-    def _precheck(self, job: Job, root: RootFs, rel: bytes) -> JobOutcome | None:
-        """A job under an unreadable directory, or one that was not created."""
-        for ancestor in _ancestors(rel):
-            error: TransferError
-            if (root, ancestor) in self.unreadable:
-                error = UnreadableEntry(
-                    f"{describe(rel)}: under unreadable {describe(ancestor)}"
-                )
-                return JobOutcome(job, OutcomeStatus.FAILED, error=error)
-            status = self.blocked.get((root, ancestor))
-            if status is OutcomeStatus.FAILED:
-                error = TransferError(
-                    f"{describe(rel)}: directory {describe(ancestor)} was not created"
-                )
-                return JobOutcome(job, OutcomeStatus.FAILED, error=error)
-            if status is not None:
-                return JobOutcome(job, OutcomeStatus.SKIPPED_TARGET_CHANGED)
-        return None
 
     async def _drop_live_temps(self) -> None:
         temps = list(self.live_temps.items())
@@ -324,158 +276,14 @@ class _Run:
             for _ in range(workers):
                 tg.start_soon(worker)
 
-    def _sync(
-        self, dirs: dict[RootFs, set[bytes]], entries: dict[RootFs, set[bytes]]
-    ) -> None:
-        """syncfs each touched root, or fsync each touched entry and directory."""
-        for root in {*dirs, *entries}:
-            if self.runner.durability is Durability.SYNCFS and root.syncfs():
-                continue
-            for rel in sorted(entries.get(root, ())):
-                root.fsync_entry(rel)
-            for rel in sorted(dirs.get(root, ())):
-                root.fsync_dir(rel)
-
-    def _durable(
-        self,
-        outcomes: list[JobOutcome],
-        dirs: dict[RootFs, set[bytes]],
-        entries: dict[RootFs, set[bytes]] | None = None,
-    ) -> list[JobOutcome]:
-        """Make a chunk's changes durable; if that fails, its work did not happen."""
-        try:
-            self._sync(dirs, entries or {})
-        except OSError as exc:
-            error = PathFailed(
-                f"making changes durable failed: {exc.strerror}",
-                side=Side.TARGET,
-                errno_=exc.errno,
-            )
-            return [
-                dataclasses.replace(o, status=OutcomeStatus.FAILED, error=error)
-                if o.status is OutcomeStatus.DONE
-                else o
-                for o in outcomes
-            ]
-        return outcomes
-
-    def _apply_mkdirs(self, chunk: Sequence[MkdirJob]) -> list[JobOutcome]:
-        outcomes = [self._mkdir_one(job) for job in chunk]
-        dirs: dict[RootFs, set[bytes]] = defaultdict(set)
-        for outcome in outcomes:
-            job = outcome.job
-            assert isinstance(job, MkdirJob)
-            if outcome.status is OutcomeStatus.DONE:
-                dirs[job.root].add(parent_of(job.rel))
-            if outcome.trashed is not None:
-                dirs[job.root].update(touched_dirs(outcome.trashed))
-        return self._durable(outcomes, dirs)
-
-    def _mkdir_one(self, job: MkdirJob) -> JobOutcome:
-        pre = self._precheck(job, job.root, job.rel)
-        if pre is not None:
-            return pre
-        try:
-            split_synced(job.rel)
-            return self._make_directory(job)
-        except TargetChanged as exc:
-            return JobOutcome(job, OutcomeStatus.SKIPPED_TARGET_CHANGED, error=exc)
-        except TransferError as exc:
-            return JobOutcome(job, OutcomeStatus.FAILED, error=exc)
-        except OSError as exc:
-            error = path_failed(Side.TARGET, job.rel, "mkdir", exc)
-            return JobOutcome(job, OutcomeStatus.FAILED, error=error)
-
-    def _make_directory(self, job: MkdirJob) -> JobOutcome:
-        """mkdir; a matching non-directory in the way goes to trash first."""
-        root, rel, trashed = job.root, job.rel, None
-        current = _lstat_or_none(root, rel)
-        if current is not None:
-            if stat.S_ISDIR(current.st_mode):
-                return JobOutcome(job, OutcomeStatus.UNCHANGED)
-            expected = job.expected_target
-            if expected is None or not matches(current, expected):
-                raise TargetChanged(f"{describe(rel)}: target changed since resolution")
-            if expected.unreadable:
-                raise UnreadableEntry(f"{describe(rel)}: flagged unreadable")
-            trashed = self._clear_for_directory(root, rel, expected)
-        root.makedirs_for(rel)
-        try:
-            root.mkdir(rel, stat.S_IMODE(job.source.mode) | _OWNER_RWX)
-        except FileExistsError as exc:
-            if stat.S_ISDIR(root.lstat(rel).st_mode):
-                return JobOutcome(job, OutcomeStatus.UNCHANGED, trashed)
-            raise TargetChanged(f"{describe(rel)}: target appeared meanwhile") from exc
-        return JobOutcome(job, OutcomeStatus.DONE, trashed)
-
-    def _clear_for_directory(
-        self, root: RootFs, rel: bytes, expected: EntryRow
-    ) -> TrashedItem | None:
-        if self.trash:
-            return move_to_trash(
-                root,
-                rel,
-                self.generation,
-                reason=TrashReason.OVERWRITTEN,
-                expected=expected,
-            )
-        result = delete_entry(
-            root,
-            rel,
-            expected,
-            generation=self.generation,
-            strategy=DeleteStrategy.PERMANENT,
-        )
-        if result.status is not DeleteStatus.DELETED:
-            raise TargetChanged(f"{describe(rel)}: target changed since resolution")
-        return None
-
     async def _finish_dirs(self) -> None:
         """New directories get their final mode and mtime, deepest first."""
-        jobs = sorted(self.created_dirs, key=lambda j: depth_of(j.rel), reverse=True)
+        created = self.state.created_dirs
+        jobs = sorted(created, key=lambda j: depth_of(j.rel), reverse=True)
         if jobs:
             await anyio.to_thread.run_sync(
-                self._apply_dir_metadata, jobs, limiter=self.global_limiter
+                self.steps.finish_dirs, jobs, limiter=self.global_limiter
             )
-
-    def _apply_dir_metadata(self, jobs: Sequence[MkdirJob]) -> None:
-        entries: dict[RootFs, set[bytes]] = defaultdict(set)
-        for job in jobs:
-            try:
-                job.root.chmod(job.rel, stat.S_IMODE(job.source.mode))
-                job.root.utime(job.rel, job.source.mtime_ns)
-            except OSError as exc:  # directories' metadata is best effort
-                self.log.warning(
-                    "directory_metadata_failed", path=describe(job.rel), error=str(exc)
-                )
-                continue
-            entries[job.root].add(job.rel)
-        try:
-            self._sync({}, entries)
-        except OSError as exc:
-            self.log.warning("directory_metadata_not_durable", error=str(exc))
-
-    def _apply_metadata(self, chunk: Sequence[MetadataJob]) -> list[JobOutcome]:
-        outcomes = [self._metadata_one(job) for job in chunk]
-        entries: dict[RootFs, set[bytes]] = defaultdict(set)
-        for outcome in outcomes:
-            job = outcome.job
-            assert isinstance(job, MetadataJob)
-            if outcome.status is OutcomeStatus.DONE:
-                entries[job.root].add(job.rel)
-        return self._durable(outcomes, {}, entries)
-
-    def _metadata_one(self, job: MetadataJob) -> JobOutcome:
-        pre = self._precheck(job, job.root, job.rel)
-        if pre is not None:
-            return pre
-        try:
-            result = update_metadata(job.root, job.rel, job.source, job.expected_target)
-        except TransferError as exc:
-            return JobOutcome(job, OutcomeStatus.FAILED, error=exc)
-        if result.status is MetadataStatus.UPDATED:
-            return JobOutcome(job, OutcomeStatus.DONE)
-        return JobOutcome(job, OutcomeStatus.SKIPPED_TARGET_CHANGED)
 
     # -- copies -----------------------------------------------------------------
 
@@ -504,7 +312,7 @@ class _Run:
             queue.close()
 
     async def _copy_one(self, job: CopyJob) -> _Copied | JobOutcome:
-        pre = self._precheck(job, job.dst_root, job.dest_rel)
+        pre = self.state.precheck(job, job.dst_root, job.dest_rel)
         if pre is not None:
             return pre
         call = functools.partial(
@@ -579,6 +387,8 @@ class _Run:
                     return redone + [_failed(c.job, error) for c in group]
                 group, failed = await self._recopy(group)
                 redone.extend(failed)
+                if not group:
+                    return redone
                 continue
             except PathFailed as exc:  # renamed, but directories not durable
                 self._forget(group)
@@ -610,86 +420,14 @@ class _Run:
 
     async def _deletes(self, jobs: Sequence[DeleteJob]) -> None:
         """Files first, then directories children-last; held back after failures."""
-        held = [j for j in jobs if self._hold_back(j)]
+        held = [j for j in jobs if self.state.hold_back(j)]
         await self._record([JobOutcome(j, OutcomeStatus.CANCELLED) for j in held])
-        rest = [j for j in jobs if not self._hold_back(j)]
+        rest = [j for j in jobs if not self.state.hold_back(j)]
         files = [j for j in rest if j.expected.kind is not EntryKind.DIRECTORY]
-        await self._chunked(files, self._apply_deletes)
+        await self._chunked(files, self.steps.deletes)
         directories = [j for j in rest if j.expected.kind is EntryKind.DIRECTORY]
         for level in reversed(_by_depth(directories)):
-            await self._chunked(level, self._apply_deletes)
-
-    def _hold_back(self, job: DeleteJob) -> bool:
-        """A systemic error holds back every delete; a failed copy, its content's."""
-        if self.tally.systemic_error is not None:
-            return True
-        content_id = job.expected.content_id
-        return content_id is not None and content_id in self.failed_content
-
-    def _apply_deletes(self, chunk: Sequence[DeleteJob]) -> list[JobOutcome]:
-        outcomes: list[JobOutcome] = []
-        dirs: dict[RootFs, set[bytes]] = defaultdict(set)
-        systemic = False
-        for job in chunk:
-            if systemic or self._hold_back(job):
-                outcomes.append(JobOutcome(job, OutcomeStatus.CANCELLED))
-                continue
-            outcome = self._delete_one(job)
-            outcomes.append(outcome)
-            systemic = outcome.error is not None and is_systemic(outcome.error)
-            if outcome.status is OutcomeStatus.DONE:
-                dirs[job.root].add(parent_of(job.rel))
-            if outcome.trashed is not None:
-                dirs[job.root].update(touched_dirs(outcome.trashed))
-        return self._durable(outcomes, dirs)
-
-    def _delete_one(self, job: DeleteJob) -> JobOutcome:
-        pre = self._precheck(job, job.root, job.rel)
-        if pre is not None:
-            return pre
-        for ancestor in _ancestors(job.rel):
-            parent_item = self.trashed_dirs.get((job.root, ancestor))
-            if parent_item is not None:
-                return self._deleted_with_parent(job, ancestor, parent_item)
-        strategy = DeleteStrategy.TRASH if self.trash else DeleteStrategy.PERMANENT
-        try:
-            result = delete_entry(
-                job.root,
-                job.rel,
-                job.expected,
-                generation=self.generation,
-                strategy=strategy,
-            )
-        except TransferError as exc:
-            return JobOutcome(job, OutcomeStatus.FAILED, error=exc)
-        status = {
-            DeleteStatus.DELETED: OutcomeStatus.DONE,
-            DeleteStatus.SKIPPED_NOT_EMPTY: OutcomeStatus.SKIPPED_NOT_EMPTY,
-        }.get(result.status, OutcomeStatus.SKIPPED_TARGET_CHANGED)
-        return JobOutcome(job, status, result.trashed)
-
-    def _deleted_with_parent(
-        self, job: DeleteJob, ancestor: bytes, parent_item: TrashedItem
-    ) -> JobOutcome:
-        """Its directory went to trash whole (replaced by a file) earlier in
-        this run: the entry is there, under the directory's trash path."""
-        trash_rel = parent_item.trash_rel + job.rel[len(ancestor) :]
-        current = _lstat_or_none(job.root, trash_rel)
-        if current is None or not matches(current, job.expected):
-            return JobOutcome(job, OutcomeStatus.SKIPPED_TARGET_CHANGED)
-        if job.expected.kind is EntryKind.DIRECTORY:
-            return JobOutcome(job, OutcomeStatus.DONE)
-        item = dataclasses.replace(
-            parent_item,
-            relative_path=job.rel,
-            trash_rel=trash_rel,
-            kind=job.expected.kind,
-            size=current.st_size,
-            mtime_ns=current.st_mtime_ns,
-            content_id=job.expected.content_id,
-            inode=current.st_ino,
-        )
-        return JobOutcome(job, OutcomeStatus.DONE, item)
+            await self._chunked(level, self.steps.deletes)
 
 
 def _failed(job: Job, error: TransferError) -> JobOutcome:
@@ -704,15 +442,6 @@ def _from_replace(job: CopyJob, result: ReplaceOutcome) -> JobOutcome:
     return JobOutcome(job, status, result.trashed, result.error)
 
 
-def _target_of(job: Job) -> tuple[RootFs, bytes, EntryRow | None]:
-    """The root and path a job writes or deletes, and the entry expected there."""
-    if isinstance(job, CopyJob):
-        return job.dst_root, job.dest_rel, job.expected_target
-    if isinstance(job, DeleteJob):
-        return job.root, job.rel, job.expected
-    return job.root, job.rel, job.expected_target
-
-
 def _copy_bytes(job: Job) -> int:
     if isinstance(job, CopyJob) and job.source.kind is EntryKind.FILE:
         return job.source.size
@@ -725,20 +454,6 @@ def _by_depth(jobs: Sequence[_J]) -> list[list[_J]]:
     for job in jobs:
         levels[depth_of(job.rel)].append(job)
     return [levels[d] for d in sorted(levels)]
-
-
-def _ancestors(rel: bytes) -> Iterator[bytes]:
-    """Proper ancestors of `rel`, nearest first (the root excluded)."""
-    while b"/" in rel:
-        rel = parent_of(rel)
-        yield rel
-
-
-def _lstat_or_none(root: RootFs, rel: bytes) -> os.stat_result | None:
-    try:
-        return root.lstat(rel)
-    except FileNotFoundError:
-        return None
 
 
 def _remove_temps(temps: Sequence[tuple[bytes, RootFs]]) -> None:
