@@ -11,7 +11,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
 
@@ -40,7 +40,12 @@ from conduitd.index.scanner import ChangeSet, TreeScanner
 from conduitd.index.state import IndexStep, advance
 from conduitd.index.store import BulkLoggingManager, IndexStore
 from conduitd.index.walk import DIRECTORY, DirTask, values_from_stat
-from conduitd.index.watcher import DEFAULT_STEP_MS, EventBatch, watch_batches
+from conduitd.index.watcher import (
+    DEFAULT_STEP_MS,
+    EventBatch,
+    EventSource,
+    watch_batches,
+)
 from conduitd.storage.database import Database
 from conduitd.storage.entries import load_entry_values
 from conduitd.storage.library import Library
@@ -99,6 +104,7 @@ class Indexer:
         limiter: anyio.CapacityLimiter | None = None,
         rescan_interval_s: float = DEFAULT_RESCAN_INTERVAL_S,
         watch_step_ms: int = DEFAULT_STEP_MS,
+        event_source: EventSource = watch_batches,
     ) -> None:
         self.db = db
         self.library_uuid = library_uuid
@@ -108,6 +114,7 @@ class Indexer:
         self.scanner = TreeScanner(self.limiter)
         self.rescan_interval_s = rescan_interval_s
         self.watch_step_ms = watch_step_ms
+        self.event_source = event_source
         self._feeds: list[ChangeFeed] = []
         self._locks: dict[int, anyio.Lock] = {}
         self._watches: dict[int, _Watch] = {}
@@ -548,30 +555,42 @@ class Indexer:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_set_when_cancelled, stop)
             try:
-                last_scan = 0.0
-                batches = watch_batches(record.root, stop, step_ms=self.watch_step_ms)
-                async for batch in batches:
-                    if (
-                        not watch.ready
-                        or time.monotonic() - last_scan >= self.rescan_interval_s
-                    ):
-                        # The watcher is live: whatever changes from now on is
-                        # seen, so a scan now leaves nothing behind, and every
-                        # barrier waiting before it is satisfied by it.
-                        waiting = self._pending_barriers(record.id)
-                        report = await self.scan(record.id)
-                        if report.state is LocationState.UNMOUNTED:
-                            raise RootUnavailable
-                        last_scan = time.monotonic()
-                        self._release_barriers(waiting)
-                        if not watch.ready:
-                            watch.ready = True
-                            on_ready()
-                    if batch is not None:
-                        await self._apply_batch(record, batch)
+                batches = self.event_source(
+                    record.root, stop, step_ms=self.watch_step_ms
+                )
+                async with aclosing(batches):
+                    await self._consume(watch, record, batches, on_ready)
             finally:
                 stop.set()
                 tg.cancel_scope.cancel()
+
+    async def _consume(
+        self,
+        watch: _Watch,
+        record: LocationRecord,
+        batches: AsyncIterator[EventBatch | None],
+        on_ready: Callable[[], None],
+    ) -> None:
+        last_scan = 0.0
+        async for batch in batches:
+            if (
+                not watch.ready
+                or time.monotonic() - last_scan >= self.rescan_interval_s
+            ):
+                # The watcher is live: whatever changes from now on is seen, so
+                # a scan now leaves nothing behind, and every barrier waiting
+                # before it is satisfied by it.
+                waiting = self._pending_barriers(record.id)
+                report = await self.scan(record.id)
+                if report.state is LocationState.UNMOUNTED:
+                    raise RootUnavailable
+                last_scan = time.monotonic()
+                self._release_barriers(waiting)
+                if not watch.ready:
+                    watch.ready = True
+                    on_ready()
+            if batch is not None:
+                await self._apply_batch(record, batch)
 
     async def _apply_batch(self, record: LocationRecord, batch: EventBatch) -> None:
         if batch.root_touched or batch.marker_touched:

@@ -116,6 +116,14 @@ def classify_marker(
     return MarkerStatus.OK
 
 
+def marker_status(
+    root: bytes | os.PathLike[str] | str, location: uuid.UUID, library: uuid.UUID
+) -> MarkerStatus:
+    """Read and judge a root's marker (blocking; `Indexer.marker_status` is the
+    async form)."""
+    return classify_marker(read_marker(os.fsencode(root)), library, location)
+
+
 def write_marker(root: bytes, marker: Marker, token: str | None = None) -> None:
     """Write the marker atomically; never creates the root itself.
 

@@ -16,10 +16,10 @@ barrier timeouts and the periodic rescan.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 import anyio
 from watchfiles import Change, awatch
@@ -34,6 +34,10 @@ DEFAULT_DEBOUNCE_MS: Final = 1_600
 # Every idle `timeout_ms` awatch yields an empty set: the first one proves the
 # watcher is live, later ones let the loop run its periodic checks.
 DEFAULT_TIMEOUT_MS: Final = 500
+
+
+class WatcherOverflow(Exception):
+    """The event source lost events (an overflowed kernel queue)."""
 
 
 @dataclass(slots=True)
@@ -94,6 +98,14 @@ def _note_conduitd(rel: bytes, batch: EventBatch) -> None:
             batch.marker_touched = True
 
 
+class EventSource(Protocol):
+    """Where a location's watcher gets its batches (`watch_batches`)."""
+
+    def __call__(
+        self, root: bytes, stop_event: anyio.Event, *, step_ms: int
+    ) -> AsyncGenerator[EventBatch | None, None]: ...
+
+
 async def watch_batches(
     root: bytes,
     stop_event: anyio.Event,
@@ -101,7 +113,7 @@ async def watch_batches(
     step_ms: int = DEFAULT_STEP_MS,
     debounce_ms: int = DEFAULT_DEBOUNCE_MS,
     timeout_ms: int = DEFAULT_TIMEOUT_MS,
-) -> AsyncIterator[EventBatch | None]:
+) -> AsyncGenerator[EventBatch | None, None]:
     """Yield translated batches, and None when idle for `timeout_ms`.
 
     The first item (batch or None) is yielded once the watcher is live.

@@ -1,0 +1,478 @@
+"""Scanning real directories: what the index records, and what a rescan changes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import blake3
+import pytest
+from structlog.testing import capture_logs
+
+from conduitd.index import Indexer, MarkerStatus
+from conduitd.storage.entries import load_entry_map
+from conduitd.storage.library import Library, open_library
+from conduitd.storage.locations import LocationRecord, LocationState, ensure_location
+from conduitd.storage.models import EntryKind, EntryRow
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def library(tmp_path: Path) -> AsyncIterator[Library]:
+    lib = await open_library(tmp_path / "state")
+    try:
+        yield lib
+    finally:
+        await lib.close()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    path = tmp_path / "root"
+    path.mkdir()
+    return path
+
+
+async def add_location(library: Library, path: Path) -> LocationRecord:
+    async with library.db.transaction() as tx:
+        record, _created = await ensure_location(tx, str(library.device_id), path)
+    return record
+
+
+async def scan_map(indexer: Indexer, record: LocationRecord) -> dict[bytes, EntryRow]:
+    await indexer.scan(record)
+    return await load_entry_map(indexer.db, record.id)
+
+
+def write_raw(path: bytes, data: bytes) -> None:
+    """Create a file whose name is not valid UTF-8."""
+    with open(path, "wb") as handle:
+        handle.write(data)
+
+
+def content_id(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+async def test_first_scan_records_files_directories_and_symlinks(
+    library: Library, root: Path
+) -> None:
+    (root / "docs").mkdir()
+    (root / "docs" / "a.txt").write_bytes(b"alpha")
+    (root / "empty").write_bytes(b"")
+    big = os.urandom(20 << 20)  # hashed on several threads
+    (root / "big.bin").write_bytes(big)
+    os.symlink("docs/a.txt", root / "link")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+
+    entries = await scan_map(indexer, record)
+
+    assert set(entries) == {b"", b"docs", b"docs/a.txt", b"empty", b"big.bin", b"link"}
+    a = entries[b"docs/a.txt"]
+    st = os.lstat(root / "docs" / "a.txt")
+    assert (a.kind, a.size, a.content_id) == (EntryKind.FILE, 5, content_id(b"alpha"))
+    assert (a.mtime_ns, a.ctime_ns, a.inode, a.mode) == (
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_ino,
+        st.st_mode,
+    )
+    assert entries[b"empty"].content_id == content_id(b"")
+    assert entries[b"big.bin"].content_id == content_id(big)
+    assert entries[b"docs"].kind is EntryKind.DIRECTORY
+    assert entries[b"docs"].content_id is None
+    link = entries[b"link"]
+    assert (link.kind, link.symlink_target, link.content_id) == (
+        EntryKind.SYMLINK,
+        b"docs/a.txt",
+        None,
+    )
+    assert stat.S_ISLNK(link.mode)
+    location = await indexer.location(record.id)
+    assert location.state is LocationState.READY
+    assert (location.total_file_count, location.total_byte_size) == (4, 5 + len(big))
+    assert location.st_dev == os.stat(root).st_dev
+    assert location.root_inode == os.stat(root).st_ino
+    assert location.last_scan_at is not None
+
+
+async def test_unchanged_rescan_writes_nothing_and_hashes_nothing(
+    library: Library, root: Path
+) -> None:
+    for i in range(50):
+        (root / f"f{i}").write_bytes(b"x" * i)
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+    await indexer.scan(record)
+
+    report = await indexer.scan(record)
+
+    assert (report.added, report.updated, report.removed, report.hashed_files) == (
+        0,
+        0,
+        0,
+        0,
+    )
+
+
+async def test_rescan_sees_create_modify_rename_and_deletes(
+    library: Library, root: Path
+) -> None:
+    (root / "keep").write_bytes(b"keep")
+    (root / "old-name").write_bytes(b"moving")
+    (root / "gone").write_bytes(b"bye")
+    (root / "tree" / "deep").mkdir(parents=True)
+    (root / "tree" / "deep" / "x").write_bytes(b"x")
+    (root / "edit").write_bytes(b"before")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+    before = await scan_map(indexer, record)
+
+    (root / "new").write_bytes(b"fresh")
+    (root / "edit").write_bytes(b"after, longer")
+    os.rename(root / "old-name", root / "new-name")
+    (root / "gone").unlink()
+    shutil.rmtree(root / "tree")
+    after = await scan_map(indexer, record)
+
+    assert set(after) == {b"", b"keep", b"new", b"new-name", b"edit"}
+    assert after[b"new"].content_id == content_id(b"fresh")
+    assert after[b"edit"].content_id == content_id(b"after, longer")
+    assert after[b"new-name"].content_id == before[b"old-name"].content_id
+    assert after[b"keep"] == before[b"keep"]
+
+
+async def test_same_size_edit_within_one_mtime_tick_is_caught_by_ctime(
+    library: Library, root: Path
+) -> None:
+    path = root / "f"
+    path.write_bytes(b"aaaa")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+    before = (await scan_map(indexer, record))[b"f"]
+    st = path.stat()
+
+    path.write_bytes(b"bbbb")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime
+    after = (await scan_map(indexer, record))[b"f"]
+
+    assert (after.size, after.mtime_ns) == (before.size, before.mtime_ns)
+    assert after.content_id == content_id(b"bbbb") != before.content_id
+
+
+async def test_touch_changes_mtime_but_not_content_id(
+    library: Library, root: Path
+) -> None:
+    path = root / "f"
+    path.write_bytes(b"same")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+    before = (await scan_map(indexer, record))[b"f"]
+
+    os.utime(path, ns=(0, before.mtime_ns + 5_000_000_000))
+    report = await indexer.scan(record)
+    after = (await load_entry_map(library.db, record.id))[b"f"]
+
+    assert after.mtime_ns == before.mtime_ns + 5_000_000_000
+    assert after.content_id == before.content_id
+    assert report.updated == 1
+
+
+async def test_symlink_to_outside_is_recorded_and_not_followed(
+    library: Library, root: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    (outside / "secret").mkdir(parents=True)
+    (outside / "secret" / "file").write_bytes(b"not ours")
+    os.symlink(outside, root / "escape")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+
+    entries = await scan_map(indexer, record)
+
+    assert set(entries) == {b"", b"escape"}
+    assert entries[b"escape"].symlink_target == os.fsencode(outside)
+
+
+async def test_non_utf8_names_round_trip_byte_exact(
+    library: Library, root: Path
+) -> None:
+    raw_root = os.fsencode(root)
+    os.mkdir(raw_root + b"/dir\xe9")
+    write_raw(raw_root + b"/dir\xe9/f\xff\xfe", b"latin-1 names")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+
+    entries = await scan_map(indexer, record)
+
+    assert b"dir\xe9/f\xff\xfe" in entries
+    assert entries[b"dir\xe9/f\xff\xfe"].content_id == content_id(b"latin-1 names")
+
+
+async def test_conduitd_directories_are_never_indexed(
+    library: Library, root: Path
+) -> None:
+    (root / "sub" / ".conduitd").mkdir(parents=True)
+    (root / "sub" / ".conduitd" / "x").write_bytes(b"x")
+    (root / "sub" / "y").write_bytes(b"y")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+
+    entries = await scan_map(indexer, record)
+
+    assert set(entries) == {b"", b"sub", b"sub/y"}
+    assert (root / ".conduitd" / "marker").exists()
+
+
+async def test_fifo_is_skipped_with_a_warning(library: Library, root: Path) -> None:
+    os.mkfifo(root / "pipe")
+    (root / "f").write_bytes(b"f")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+
+    with capture_logs() as logs:
+        report = await indexer.scan(record)
+
+    entries = await load_entry_map(library.db, record.id)
+    assert set(entries) == {b"", b"f"}
+    assert report.skipped == 1
+    assert any(e["event"] == "special_file_skipped" for e in logs)
+
+
+async def test_file_replaced_by_directory_and_back(
+    library: Library, root: Path
+) -> None:
+    (root / "x").write_bytes(b"file")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+    await indexer.scan(record)
+
+    (root / "x").unlink()
+    (root / "x").mkdir()
+    (root / "x" / "inner").write_bytes(b"inner")
+    entries = await scan_map(indexer, record)
+    assert entries[b"x"].kind is EntryKind.DIRECTORY
+    assert b"x/inner" in entries
+
+    shutil.rmtree(root / "x")
+    (root / "x").write_bytes(b"file again")
+    entries = await scan_map(indexer, record)
+    assert set(entries) == {b"", b"x"}
+    assert entries[b"x"].content_id == content_id(b"file again")
+
+
+async def test_marker_is_written_on_first_scan_and_names_library_and_location(
+    library: Library, root: Path
+) -> None:
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+
+    await indexer.scan(record)
+
+    marker = json.loads((root / ".conduitd" / "marker").read_text())
+    assert marker == {
+        "library": str(library.uuid),
+        "location": str(record.uuid),
+        "device": str(library.device_id),
+    }
+    assert await indexer.marker_status(record.id) is MarkerStatus.OK
+    assert (await indexer.location(record.id)).has_marker
+
+
+async def test_scan_never_creates_a_missing_root(
+    library: Library, tmp_path: Path
+) -> None:
+    missing = tmp_path / "not-there"
+    record = await add_location(library, missing)
+    indexer = Indexer.for_library(library)
+
+    report = await indexer.scan(record)
+
+    assert report.state is LocationState.UNMOUNTED
+    assert not missing.exists()
+    assert await indexer.marker_status(record.id) is MarkerStatus.MISSING
+
+
+async def test_vanished_marker_means_unmounted_and_the_scan_deletes_nothing(
+    library: Library, root: Path
+) -> None:
+    (root / "a").write_bytes(b"a")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+    before = await scan_map(indexer, record)
+
+    # What an unmounted disk looks like: the empty mount point directory.
+    shutil.rmtree(root / ".conduitd")
+    (root / "a").unlink()
+    report = await indexer.scan(record)
+
+    assert report.state is LocationState.UNMOUNTED
+    assert await indexer.state(record.id) is LocationState.UNMOUNTED
+    assert await load_entry_map(library.db, record.id) == before
+    assert not (root / ".conduitd").exists()
+
+
+async def test_root_coming_back_with_its_marker_is_ready_again(
+    library: Library, root: Path, tmp_path: Path
+) -> None:
+    (root / "a").write_bytes(b"a")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+    await indexer.scan(record)
+    aside = tmp_path / "aside"
+    os.rename(root, aside)
+    assert (await indexer.scan(record)).state is LocationState.UNMOUNTED
+
+    os.rename(aside, root)
+    report = await indexer.scan(record)
+
+    assert report.state is LocationState.READY
+    assert report.removed == 0
+
+
+async def test_foreign_marker_sets_index_lost_and_is_left_in_place(
+    library: Library, root: Path
+) -> None:
+    foreign = {
+        "library": str(uuid.uuid4()),
+        "location": str(uuid.uuid4()),
+        "device": str(uuid.uuid4()),
+    }
+    (root / ".conduitd").mkdir()
+    (root / ".conduitd" / "marker").write_text(json.dumps(foreign))
+    (root / "a").write_bytes(b"a")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+
+    entries = await scan_map(indexer, record)
+
+    assert b"a" in entries
+    location = await indexer.location(record.id)
+    assert location.index_lost
+    assert location.state is LocationState.READY
+    assert json.loads((root / ".conduitd" / "marker").read_text()) == foreign
+    assert await indexer.marker_status(record.id) is MarkerStatus.FOREIGN
+
+    await indexer.clear_index_lost(record.id)
+
+    assert not (await indexer.location(record.id)).index_lost
+    assert await indexer.marker_status(record.id) is MarkerStatus.OK
+    await indexer.scan(record)
+    assert not (await indexer.location(record.id)).index_lost
+
+
+async def test_marker_of_a_rebuilt_library_means_index_lost(
+    tmp_path: Path, root: Path
+) -> None:
+    (root / "a").write_bytes(b"a")
+    first = await open_library(tmp_path / "state-1")
+    try:
+        await Indexer.for_library(first).scan(await add_location(first, root))
+    finally:
+        await first.close()
+    # library.db lost: a new library finds the old marker.
+    second = await open_library(tmp_path / "state-2")
+    try:
+        record = await add_location(second, root)
+        await Indexer.for_library(second).scan(record)
+        location = await Indexer.for_library(second).location(record.id)
+    finally:
+        await second.close()
+
+    assert location.index_lost
+
+
+async def test_history_survives_rescans_unmounts_and_deletes(
+    library: Library, root: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "target"
+    target.mkdir()
+    (root / "a").write_bytes(b"a")
+    source_record = await add_location(library, root)
+    target_record = await add_location(library, target)
+    indexer = Indexer.for_library(library)
+    await indexer.scan(source_record)
+    await indexer.scan(target_record)
+    async with library.db.transaction() as tx:
+        conduit_id = await tx.insert(
+            "INSERT INTO sync_conduit (uuid, source_entry_id, target_entry_id,"
+            " sync_mode, name, created_at, updated_at) VALUES (?, ?, ?, 'mirror',"
+            " 'c', 'now', 'now')",
+            (uuid.uuid4().bytes, source_record.entry_id, target_record.entry_id),
+        )
+        await tx.execute(
+            "INSERT INTO sync_generation (conduit_id, generation, started_at)"
+            " VALUES (?, 1, 'now')",
+            (conduit_id,),
+        )
+
+    (root / "a").unlink()
+    await indexer.scan(source_record)
+    shutil.rmtree(root / ".conduitd")
+    await indexer.scan(source_record)
+    os.rename(root, tmp_path / "away")
+    await indexer.scan(source_record)
+
+    rows = await library.db.fetch_all("SELECT COUNT(*) FROM sync_generation")
+    assert rows[0][0] == 1
+    conduits = await library.db.fetch_all("SELECT COUNT(*) FROM sync_conduit")
+    assert conduits[0][0] == 1
+    entries = await load_entry_map(library.db, source_record.id)
+    assert b"" in entries
+
+
+async def test_mount_point_inside_the_root_is_not_crossed(
+    library: Library, root: Path
+) -> None:
+    mount_dir = root / "mnt"
+    mount_dir.mkdir()
+    (root / "a").write_bytes(b"a")
+    result = await anyio.run_process(
+        ["mount", "-t", "tmpfs", "tmpfs", str(mount_dir)], check=False
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    try:
+        (mount_dir / "other-fs").write_bytes(b"elsewhere")
+        record = await add_location(library, root)
+        with capture_logs() as logs:
+            entries = await scan_map(Indexer.for_library(library), record)
+    finally:
+        await anyio.run_process(["umount", str(mount_dir)], check=False)
+
+    assert b"mnt/other-fs" not in entries
+    assert entries[b"mnt"].unreadable  # nothing under it is ever deleted
+    assert any(e["event"] == "mount_point_skipped" for e in logs)
+
+
+async def test_parallel_scans_of_two_locations(
+    library: Library, tmp_path: Path
+) -> None:
+    roots = [tmp_path / "one", tmp_path / "two"]
+    for i, path in enumerate(roots):
+        (path / "d").mkdir(parents=True)
+        for j in range(30):
+            (path / "d" / f"{j}").write_bytes(b"%d-%d" % (i, j))
+    records = [await add_location(library, p) for p in roots]
+    indexer = Indexer.for_library(library)
+
+    async with anyio.create_task_group() as tg:
+        for record in records:
+            tg.start_soon(indexer.scan, record)
+
+    for record in records:
+        entries = await load_entry_map(library.db, record.id)
+        assert len(entries) == 32

@@ -1,0 +1,162 @@
+"""Permissions that only bite a plain user: unreadable paths, read-only roots.
+
+CI runs as root, which ignores file modes, so each scan here runs in a
+subprocess as `nobody` (tests/helpers/unprivileged.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import blake3
+import pytest
+
+from helpers.unprivileged import (
+    drop_privileges_prefix,
+    give_to_unprivileged,
+    make_traversable,
+)
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+_SCAN = """
+import json, sys
+from pathlib import Path
+import anyio
+from conduitd.logs import configure_logging
+from conduitd.index import Indexer
+from conduitd.storage.entries import load_entry_map
+from conduitd.storage.library import open_library
+from conduitd.storage.locations import ensure_location
+
+async def main(state, root):
+    lib = await open_library(Path(state))
+    try:
+        async with lib.db.transaction() as tx:
+            record, _ = await ensure_location(tx, str(lib.device_id), Path(root))
+        indexer = Indexer.for_library(lib)
+        report = await indexer.scan(record)
+        location = await indexer.location(record.id)
+        entries = await load_entry_map(lib.db, record.id)
+    finally:
+        await lib.close()
+    print(json.dumps({
+        "state": report.state.value,
+        "unreadable": report.unreadable,
+        "has_marker": location.has_marker,
+        "st_dev": location.st_dev,
+        "entries": {
+            p.decode("utf-8", "surrogateescape"): {
+                "unreadable": e.unreadable, "content_id": e.content_id, "kind": int(e.kind)
+            }
+            for p, e in entries.items()
+        },
+    }))
+
+configure_logging("warning")  # logs to stderr; stdout holds the JSON
+anyio.run(main, sys.argv[1], sys.argv[2])
+"""
+
+
+def scan_as_nobody(state: Path, root: Path) -> dict[str, Any]:
+    command = [
+        *drop_privileges_prefix(),
+        sys.executable,
+        "-c",
+        _SCAN,
+        str(state),
+        str(root),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONDONTWRITEBYTECODE": "1"}
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+def cid(data: bytes) -> str:
+    return blake3.blake3(data).hexdigest()
+
+
+@pytest.fixture
+def place(tmp_path: Path) -> Path:
+    drop_privileges_prefix()  # skips with the reason when it cannot work
+    make_traversable(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    give_to_unprivileged(state)
+    return tmp_path
+
+
+def test_unreadable_file_and_directory_keep_their_rows_flagged(place: Path) -> None:
+    root = place / "root"
+    (root / "private" / "sub").mkdir(parents=True)
+    (root / "private" / "inner.txt").write_bytes(b"inner")
+    (root / "private" / "sub" / "deep.txt").write_bytes(b"deep")
+    (root / "secret.txt").write_bytes(b"v1")
+    (root / "open.txt").write_bytes(b"open")
+    give_to_unprivileged(root)
+    first = scan_as_nobody(place / "state", root)
+    assert first["entries"]["secret.txt"]["content_id"] == cid(b"v1")
+
+    (root / "secret.txt").write_bytes(b"v2, unseen")
+    os.chmod(root / "secret.txt", 0)
+    os.chmod(root / "private", 0)
+    try:
+        second = scan_as_nobody(place / "state", root)
+    finally:
+        os.chmod(root / "private", 0o755)
+        os.chmod(root / "secret.txt", 0o644)
+
+    entries = second["entries"]
+    assert entries["secret.txt"] == {
+        "unreadable": True,
+        "content_id": cid(b"v1"),
+        "kind": 0,
+    }
+    assert entries["private"]["unreadable"]
+    # An unreadable directory must never look emptied: its subtree rows stay.
+    assert entries["private/inner.txt"]["content_id"] == cid(b"inner")
+    assert entries["private/sub/deep.txt"]["content_id"] == cid(b"deep")
+    assert not entries["open.txt"]["unreadable"]
+    assert second["unreadable"] == 2
+    assert second["state"] == "ready"
+
+    third = scan_as_nobody(place / "state", root)
+    assert third["entries"]["secret.txt"] == {
+        "unreadable": False,
+        "content_id": cid(b"v2, unseen"),
+        "kind": 0,
+    }
+    assert not third["entries"]["private"]["unreadable"]
+    assert third["unreadable"] == 0
+
+
+def test_read_only_root_gets_no_marker_and_is_known_by_device_and_inode(
+    place: Path,
+) -> None:
+    root = place / "root"
+    root.mkdir(mode=0o755)  # owned by root: nobody can read it, not write it
+    (root / "a").write_bytes(b"a")
+
+    first = scan_as_nobody(place / "state", root)
+
+    assert first["state"] == "ready"
+    assert not first["has_marker"]
+    assert first["st_dev"] == os.stat(root).st_dev
+    assert not (root / ".conduitd").exists()
+    assert set(first["entries"]) == {"", "a"}
+
+    # Another directory at the same path (another inode): not the same root.
+    os.rename(root, place / "old-root")
+    root.mkdir(mode=0o755)
+    second = scan_as_nobody(place / "state", root)
+    assert second["state"] == "unmounted"
+    assert set(second["entries"]) == {"", "a"}  # nothing deleted

@@ -1,0 +1,152 @@
+"""A rescan after any filesystem changes equals a fresh scan of the same tree;
+location states obey their transitions whatever the order of steps."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import anyio
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from conduitd.index import Indexer, IndexStep, LocationState, advance
+from conduitd.index.state import TRANSITIONS, InvalidTransition
+from conduitd.storage.entries import load_entry_map
+from conduitd.storage.library import open_library
+from conduitd.storage.locations import ensure_location
+from conduitd.storage.models import EntryRow
+
+NAMES = st.sampled_from(["a", "b", "c", "d.txt", ".git", "node_modules", "caf\udce9"])
+PATHS = st.lists(NAMES, min_size=1, max_size=3).map(lambda parts: "/".join(parts))
+CONTENT = st.binary(max_size=64)
+
+OPS = st.one_of(
+    st.tuples(st.just("write"), PATHS, CONTENT),
+    st.tuples(st.just("mkdir"), PATHS, st.just(b"")),
+    st.tuples(st.just("remove"), PATHS, st.just(b"")),
+    st.tuples(st.just("symlink"), PATHS, CONTENT),
+    st.tuples(st.just("chmod"), PATHS, st.just(b"")),
+    st.tuples(st.just("touch"), PATHS, st.just(b"")),
+    st.tuples(st.just("rename"), PATHS, PATHS.map(os.fsencode)),
+)
+
+
+def apply(root: Path, op: tuple[str, str, bytes]) -> None:
+    """One filesystem change; ones that do not apply to the tree are no-ops."""
+    kind, rel, data = op
+    path = root / rel
+    try:
+        if kind == "write":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            path.write_bytes(data)
+        elif kind == "mkdir":
+            path.mkdir(parents=True, exist_ok=True)
+        elif kind == "remove":
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        elif kind == "symlink":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(os.fsdecode(data.replace(b"\0", b"_")) or "x", path)
+        elif kind == "chmod":
+            os.chmod(path, 0o600, follow_symlinks=False)
+        elif kind == "touch":
+            st_ = os.lstat(path)
+            os.utime(
+                path, ns=(0, st_.st_mtime_ns + 1_000_000_000), follow_symlinks=False
+            )
+        elif kind == "rename":
+            dest = root / os.fsdecode(data)
+            if not dest.is_relative_to(path):
+                os.rename(path, dest)
+    except (OSError, NotImplementedError):
+        pass
+
+
+async def _scan_twice(
+    root: Path,
+    before: list[tuple[str, str, bytes]],
+    after: list[tuple[str, str, bytes]],
+) -> tuple[dict[bytes, EntryRow], dict[bytes, EntryRow]]:
+    work = root.parent
+    for op in before:
+        apply(root, op)
+    lib = await open_library(work / "state-a")
+    try:
+        async with lib.db.transaction() as tx:
+            record, _ = await ensure_location(tx, str(lib.device_id), root)
+        indexer = Indexer.for_library(lib)
+        await indexer.scan(record)
+        for op in after:
+            apply(root, op)
+        await indexer.scan(record)
+        rescanned = await load_entry_map(lib.db, record.id)
+    finally:
+        await lib.close()
+    fresh_lib = await open_library(work / "state-b")
+    try:
+        async with fresh_lib.db.transaction() as tx:
+            record, _ = await ensure_location(tx, str(fresh_lib.device_id), root)
+        await Indexer.for_library(fresh_lib).scan(record)
+        fresh = await load_entry_map(fresh_lib.db, record.id)
+    finally:
+        await fresh_lib.close()
+    return rescanned, fresh
+
+
+@given(st.lists(OPS, max_size=12), st.lists(OPS, max_size=12))
+def test_rescan_equals_a_fresh_scan(
+    before: list[tuple[str, str, bytes]], after: list[tuple[str, str, bytes]]
+) -> None:
+    work = Path(tempfile.mkdtemp(prefix="index-prop-"))
+    try:
+        root = work / "root"
+        root.mkdir()
+        rescanned, fresh = anyio.run(_scan_twice, root, before, after)
+        assert rescanned == fresh
+    finally:
+        shutil.rmtree(work)
+
+
+class LocationStates(RuleBasedStateMachine):
+    """Any order of steps: the state is what the transition table says, and
+    the only refused step is completing a scan of an unmounted root."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state = LocationState.SCANNING
+
+    @rule(step=st.sampled_from(list(IndexStep)))
+    def take(self, step: IndexStep) -> None:
+        if (self.state, step) not in TRANSITIONS:
+            assert (self.state, step) == (
+                LocationState.UNMOUNTED,
+                IndexStep.SCAN_COMPLETED,
+            )
+            try:
+                advance(self.state, step)
+            except InvalidTransition:
+                return
+            raise AssertionError("an undefined transition was accepted")
+        new = advance(self.state, step)
+        if step is IndexStep.ROOT_LOST:
+            assert new is LocationState.UNMOUNTED
+        if step is IndexStep.SCAN_STARTED:
+            assert new is LocationState.SCANNING
+        if step is IndexStep.WATCH_FAILED and self.state is not LocationState.UNMOUNTED:
+            assert new is LocationState.STALE
+        self.state = new
+
+    @invariant()
+    def state_is_known(self) -> None:
+        assert self.state in set(LocationState)
+
+
+TestLocationStates = LocationStates.TestCase
