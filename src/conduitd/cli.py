@@ -339,9 +339,32 @@ def stop(ctx: CliContext) -> None:
 @cli.command(epilog=_epilog("unit"))
 @click.option("--system", "scope", flag_value="system", help="A system unit.")
 @click.option("--user", "scope", flag_value="user", help="A per-user unit.")
-def unit(scope: str | None) -> None:
-    """Print a systemd unit (or launchd plist) for this config."""
-    fail(NotAvailableYet("unit is not available yet"), as_json=False)
+@pass_ctx
+def unit(ctx: CliContext, scope: str | None) -> None:
+    """Print a systemd unit (or launchd plist) for this config.
+
+    The unit runs this conduitd on this config, sandboxed: only the state dir
+    and the conduits' roots are writable. Regenerate it after adding a root.
+    """
+    from conduitd.daemon.units import render_unit, unit_spec
+    from conduitd.errors import UsageError
+
+    try:
+        if scope is None:
+            raise UsageError("name the kind of unit: --system or --user")
+        config = ctx.load_config()
+        spec = unit_spec(
+            config.path,
+            config.daemon.state_dir,
+            (root for conduit in config.conduits for root in conduit.roots),
+            config.daemon.shutdown_timeout_s,
+            system=scope == "system",
+        )
+    except ConduitdError as error:
+        fail(error, as_json=False)
+    for warning in spec.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(render_unit(spec, system=scope == "system"), nl=False)
 
 
 @cli.group(epilog=_epilog("trash"))
