@@ -250,3 +250,41 @@ def test_sd_notify_ready_watchdog_stopping(tmp_path: Path, config: Path) -> None
             daemon.kill()
     ready = next(m for m in seen if "READY=1" in m)
     assert "STATUS=" in ready
+
+
+def test_reload_restarts_only_conduits_whose_identity_changed(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    config = write_config(
+        tmp_path / "conduitd.toml",
+        state_dir,
+        [conduit(tmp_path, "a"), conduit(tmp_path, "b"), conduit(tmp_path, "c")],
+    )
+    with running_daemon(config, tmp_path):
+        moved = {**conduit(tmp_path, "b"), "target": str(tmp_path / "b-elsewhere")}
+        (tmp_path / "b-elsewhere").mkdir()
+        rescheduled = conduit(tmp_path, "c", "cron:0 3 * * *")
+        write_config(config, state_dir, [conduit(tmp_path, "a"), moved, rescheduled])
+        result = call(state_dir, "reload")
+        assert isinstance(result, dict)
+        assert result["changed"] == ["b", "c"]
+        assert result["restarted"] == ["b"]
+        assert result["unchanged"] == ["a"]
+        conduits = status_json(config)["conduits"]
+        assert isinstance(conduits, list)
+        assert conduits[2]["next_run"] is not None
+
+
+def test_pause_and_resume_through_the_socket(
+    tmp_path: Path, config: Path, state_dir: Path
+) -> None:
+    with running_daemon(config, tmp_path):
+        assert call(state_dir, "pause", {"name": "photos"}) == {"paused": ["photos"]}
+        assert status_json(config)["conduits"][0]["paused"] is True  # type: ignore[index]
+        with pytest.raises(ConduitdError, match="paused") as refused:
+            call(state_dir, "sync", {"name": "photos"})
+        assert refused.value.exit_code == 3
+        assert call(state_dir, "resume", {"all": True}) == {"resumed": ["photos"]}
+        assert status_json(config)["conduits"][0]["paused"] is False  # type: ignore[index]
+        with pytest.raises(ConduitdError, match="no conduit named"):
+            call(state_dir, "pause", {"name": "nope"})

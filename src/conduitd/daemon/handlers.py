@@ -55,7 +55,7 @@ class DaemonHandlers:
         supervisor = self._supervisor
         name = str(document["name"])
         try:
-            task = supervisor.conduit_task(name)
+            task = supervisor.conduits.task(name)
         except UsageError:
             return  # configured but not started (the daemon is starting)
         runtime = task.runtime()
@@ -75,7 +75,9 @@ class DaemonHandlers:
                     "bytes_total": 0,
                 }
             )
-        errors = [e for e in (runtime.last_error, *supervisor.conduit_notes(name)) if e]
+        errors = [
+            e for e in (runtime.last_error, *supervisor.conduits.notes(name)) if e
+        ]
         if runtime.last_error is None and document.get("last_error"):
             errors.insert(0, str(document["last_error"]))
         document["last_error"] = "; ".join(errors) if errors else None
@@ -86,7 +88,7 @@ class DaemonHandlers:
         name = _text(params, "name")
         if _flag(params, "dry_run"):
             raise NotAvailableYet("sync --dry-run through the daemon is not wired yet")
-        task = self._supervisor.conduit_task(name)
+        task = self._supervisor.conduits.task(name)
         return await task.sync_now(
             RunReason.MANUAL, force=_flag(params, "force"), progress=progress
         )
@@ -129,7 +131,7 @@ class DaemonHandlers:
             names = list(supervisor.config.names)
         else:
             names = [_text(params, "name")]
-        done = await supervisor.set_paused(names, paused)
+        done = await supervisor.conduits.set_paused(names, paused)
         return {"paused" if paused else "resumed": done}
 
     async def conflicts(self, params: JsonObject, progress: ProgressSink) -> object:

@@ -9,7 +9,7 @@ Task tree (STYLE.md: one root group, every task has a parent)::
       _run_services          cancelled first on stop
         ConduitScheduler.run   interval/cron jobs -> ConduitTask.request
         heartbeat, drainer     leadership lease, outbox -> sync.db
-        indexer watchers       + the feed that routes changes to conduits
+        WatchService.run       indexer watchers; their changes -> notify_changes
         ConduitTask.run x N    one per configured conduit
 
 Stop: services are cancelled (runs end interrupted, their cleanup shielded),
@@ -21,30 +21,28 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 import anyio.abc
 import structlog
 
-from conduitd.config import ConduitConfig, Config, Schedule, diff_conduits
-from conduitd.daemon.conduit_task import ConduitTask
+from conduitd.config import Config, DaemonConfig, Schedule, diff_conduits
 from conduitd.daemon.control import ControlServer
-from conduitd.daemon.dirty import Side
-from conduitd.daemon.engine import ConduitContext, RunFactory, unavailable_run_factory
+from conduitd.daemon.engine import RunFactory, unavailable_run_factory
 from conduitd.daemon.handlers import DaemonHandlers
 from conduitd.daemon.notify import Notifier, SdNotifier, run_watchdog
-from conduitd.daemon.runs import RunFunction, RunReason, RunRequest, TaskSettings
-from conduitd.daemon.sandbox import sandbox_problems
+from conduitd.daemon.registry import ConduitRegistry
+from conduitd.daemon.runs import RunReason
 from conduitd.daemon.schedules import ConduitScheduler
 from conduitd.daemon.signals import serve_signals
-from conduitd.errors import AlreadyRunning, ConduitdError, ConfigError, UsageError
-from conduitd.index.indexer import Indexer
+from conduitd.daemon.watching import WatchService
+from conduitd.errors import AlreadyRunning, ConduitdError, ConfigError
+from conduitd.logs import configure_logging
 from conduitd.storage.conduits import ConduitManager
 from conduitd.storage.library import Library, open_library
-from conduitd.storage.locations import LocationRecord, list_locations
 from conduitd.storage.lockfile import LockHeld, StateLock
 from conduitd.storage.reconcile import reconcile_conduits
 from conduitd.storage.state_dir import ensure_state_dir
@@ -96,14 +94,6 @@ class ReloadResult:
         }
 
 
-@dataclass(slots=True)
-class _Conduit:
-    config: ConduitConfig
-    task: ConduitTask
-    finished: anyio.Event = field(default_factory=anyio.Event)
-    notes: tuple[str, ...] = ()
-
-
 class Supervisor:
     """Owns the daemon's lifetime; implements the signal and control entry points.
 
@@ -130,19 +120,17 @@ class Supervisor:
         self.started_at: str | None = None
         self.library: Library | None = None
         self.transactions: TransactionManager | None = None
-        self.indexer: Indexer | None = None
+        self.watching: WatchService | None = None
         self._watch = watch
         self._run_factory = run_factory
         self._notifier: Notifier = notifier or SdNotifier.from_environ()
         self._config_loader = config_loader
         self.scheduler = ConduitScheduler(self._post_scheduled)
-        self._conduits: dict[str, _Conduit] = {}
-        self._location_sides: dict[int, list[tuple[str, Side]]] = {}
+        self._conduits: ConduitRegistry | None = None
         self._stop_requested: anyio.Event | None = None
         self._services_done: anyio.Event | None = None
         self._reload_lock: anyio.Lock | None = None
         self._root: anyio.abc.TaskGroup | None = None
-        self._services: anyio.abc.TaskGroup | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -178,6 +166,14 @@ class Supervisor:
         self._reload_lock = anyio.Lock()
         self.transactions = await open_transaction_manager(library)
         await self._recover(self.transactions)
+        self._conduits = ConduitRegistry(
+            library,
+            self.transactions,
+            self._run_factory,
+            indexer=lambda: self.watching.indexer if self.watching else None,
+            stop_timeout_s=self.config.daemon.shutdown_timeout_s,
+            config_path=self.config.path,
+        )
         async with anyio.create_task_group() as root:
             self._root = root
             await root.start(serve_signals, self, root)
@@ -216,24 +212,26 @@ class Supervisor:
     async def _run_services(
         self, *, task_status: anyio.abc.TaskStatus[anyio.CancelScope]
     ) -> None:
-        assert self.transactions is not None  # opened by _serve
+        assert self.library is not None  # opened by run()
+        assert self.transactions is not None  # opened by _serve()
         assert self._services_done is not None
-        tm = self.transactions
+        tm, conduits = self.transactions, self.conduits
         try:
             async with anyio.create_task_group() as services:
-                self._services = services
+                conduits.bind(services)
                 await services.start(self.scheduler.run)
                 await services.start(tm.leadership.run_heartbeat)
                 await services.start(tm.run_drainer)
                 if self._watch:
-                    await services.start(self._run_indexer)
-                paused = await self._paused_names()
+                    self.watching = WatchService(self.library, conduits.notify_changes)
+                    await services.start(self.watching.run, self.config, tm)
+                paused = await conduits.paused_names()
                 for conduit in self.config.conduits:
-                    await self._start_conduit(conduit, paused=conduit.name in paused)
+                    await conduits.start(conduit, paused=conduit.name in paused)
                 self.scheduler.apply(self._schedules())
                 task_status.started(services.cancel_scope)
         finally:
-            self._services = None
+            conduits.bind(None)
             self._services_done.set()
 
     async def _shut_down(self, services: anyio.CancelScope) -> None:
@@ -292,11 +290,7 @@ class Supervisor:
         """SIGUSR1: trigger every enabled, unpaused conduit now."""
         if self.state is not RunState.STARTED:
             return []
-        posted = [
-            name
-            for name, entry in self._conduits.items()
-            if not entry.task.paused and entry.task.request(RunReason.SIGNAL)
-        ]
+        posted = self.conduits.request_all(RunReason.SIGNAL)
         logger.info("sync_all_requested", conduits=posted)
         return posted
 
@@ -331,6 +325,11 @@ class Supervisor:
                 raise
             return await self._apply_config(new)
 
+    def _apply_daemon_settings(self, old: DaemonConfig, new: DaemonConfig) -> None:
+        if (old.log_level, old.log_format) != (new.log_level, new.log_format):
+            configure_logging(new.log_level, new.log_format)
+        self.conduits.stop_timeout_s = new.shutdown_timeout_s
+
     def _load_config(self, path: Path) -> Config:
         if self._config_loader is not None:
             return self._config_loader(path)
@@ -352,25 +351,27 @@ class Supervisor:
         diff = diff_conduits(old, new)
         await reconcile_conduits(self.library, new, tm=self.transactions)
         self.config = new
+        self._apply_daemon_settings(old.daemon, new.daemon)
+        conduits = self.conduits
         restarted = []
         for name in diff.removed:
-            await self._stop_conduit(name)
+            await conduits.stop(name)
         for name in diff.changed:
             conduit = new.conduit(name)
             if conduit.identity_changed(old.conduit(name)):
-                paused = self._conduits[name].task.paused
-                await self._stop_conduit(name)
-                await self._start_conduit(conduit, paused=paused)
+                # New source, target or mode: a new baseline, a new task.
+                paused = conduits.task(name).paused
+                await conduits.stop(name)
+                await conduits.start(conduit, paused=paused)
                 restarted.append(name)
             else:
-                entry = self._conduits[name]
-                entry.config = conduit
-                entry.task.reconfigure(TaskSettings.from_config(conduit))
-        paused_names = await self._paused_names()
+                conduits.reconfigure(conduit)
+        paused_names = await conduits.paused_names()
         for name in diff.added:
-            await self._start_conduit(new.conduit(name), paused=name in paused_names)
+            await conduits.start(new.conduit(name), paused=name in paused_names)
         self.scheduler.apply(self._schedules())
-        await self._refresh_watches()
+        if self.watching is not None:
+            await self.watching.refresh(self.config)
         result = ReloadResult(
             diff.added, diff.removed, diff.changed, tuple(restarted), diff.unchanged
         )
@@ -380,175 +381,22 @@ class Supervisor:
 
     # -- conduits --------------------------------------------------------------
 
-    def conduit_task(self, name: str) -> ConduitTask:
-        """The running task of a configured conduit.
-
-        Raises:
-            UsageError: no conduit of that name is configured.
-        """
-        entry = self._conduits.get(name)
-        if entry is None:
-            known = ", ".join(self._conduits) or "none"
-            raise UsageError(f"no conduit named {name!r}; configured: {known}")
-        return entry.task
-
-    def conduit_notes(self, name: str) -> tuple[str, ...]:
-        entry = self._conduits.get(name)
-        return entry.notes if entry else ()
-
-    def route_changes(self, location_id: int, paths: Iterable[bytes]) -> None:
-        """Index change notifications of one location -> the conduits using it."""
-        changed = tuple(paths)
-        for name, side in self._location_sides.get(location_id, ()):
-            entry = self._conduits.get(name)
-            if entry is not None:
-                entry.task.notify_changes(side, changed)
-
-    async def set_paused(self, names: Iterable[str], paused: bool) -> list[str]:
-        """Persist `paused` and apply it to the running tasks (pause/resume)."""
-        assert self.library is not None
-        assert self.transactions is not None
-        manager = ConduitManager(self.library.db)
-        done = []
-        for name in names:
-            task = self.conduit_task(name)
-            record = await manager.get_by_name(name)
-            if record is not None and record.paused != paused:
-                async with self.transactions.transaction() as tx:
-                    await manager.set_paused(tx, record.id, paused)
-            task.set_paused(paused)
-            done.append(name)
-        logger.info("conduits_paused" if paused else "conduits_resumed", conduits=done)
-        return done
-
-    async def _start_conduit(self, conduit: ConduitConfig, *, paused: bool) -> None:
-        assert self._services is not None  # only while services run
-        assert self.library is not None
-        assert self.transactions is not None
-        name = conduit.name
-        runs: list[RunFunction] = []
-
-        async def run(request: RunRequest) -> object:
-            return await runs[0](request)
-
-        task = ConduitTask(
-            TaskSettings.from_config(conduit),
-            run,
-            paused=paused,
-            record_error=lambda error: self._record_error(name, error),
-        )
-        entry = _Conduit(conduit, task)
-        context = ConduitContext(
-            name=name,
-            library=self.library,
-            transactions=self.transactions,
-            indexer=self.indexer,
-            expected_writes=task.expected_writes,
-            report_progress=task.report_progress,
-            current_config=lambda: entry.config,
-        )
-        runs.append(self._run_factory(context))
-        entry.notes = await anyio.to_thread.run_sync(
-            sandbox_problems, conduit, self.config.path
-        )
-        self._conduits[name] = entry
-        await self._services.start(self._run_conduit, entry)
-
-    async def _run_conduit(
-        self, entry: _Conduit, *, task_status: anyio.abc.TaskStatus[None]
-    ) -> None:
-        try:
-            await entry.task.run(task_status=task_status)
-        finally:
-            entry.finished.set()
-
-    async def _stop_conduit(self, name: str) -> None:
-        entry = self._conduits.pop(name, None)
-        if entry is None:
-            return
-        entry.task.stop()
-        with anyio.move_on_after(self.config.daemon.shutdown_timeout_s):
-            await entry.finished.wait()
-
-    async def _record_error(self, name: str, error: str | None) -> None:
-        if self.library is None or self.transactions is None:
-            return
-        manager = ConduitManager(self.library.db)
-        record = await manager.get_by_name(name)
-        if record is not None and record.last_sync_error != error:
-            async with self.transactions.transaction() as tx:
-                await manager.set_error(tx, record.id, error)
-
-    async def _paused_names(self) -> set[str]:
-        assert self.library is not None
-        records = await ConduitManager(self.library.db).list_all()
-        return {record.name for record in records if record.paused}
+    @property
+    def conduits(self) -> ConduitRegistry:
+        """The running conduit tasks (once the library is open)."""
+        if self._conduits is None:
+            raise DaemonStarting("the daemon is starting; try again in a moment")
+        return self._conduits
 
     def _schedules(self) -> Mapping[str, Schedule]:
         return {c.name: c.schedule for c in self.config.conduits if c.enabled}
 
     def _post_scheduled(self, name: str) -> None:
-        entry = self._conduits.get(name)
-        if entry is not None and self.state is RunState.STARTED:
-            entry.task.request(RunReason.SCHEDULE)
-
-    # -- the indexer -------------------------------------------------------------
-
-    async def _run_indexer(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        """The indexer's watchers, and the feed routing their changes to conduits.
-
-        Started before the conduits: READY=1 comes after the initial scans.
-        """
-        assert self.library is not None
-        self.indexer = Indexer.for_library(
-            self.library,
-            tm=self.transactions,
-            rescan_interval_s=self.config.daemon.rescan_interval_s,
-        )
-        locations = await self._watched_locations()
-        with self.indexer.subscribe() as feed:
-            async with anyio.create_task_group() as tg:
-                await tg.start(self.indexer.run_watchers, locations)
-                task_status.started()
-                async for change in feed:
-                    self.route_changes(change.location_id, change.paths)
-
-    async def _watched_locations(self) -> list[LocationRecord]:
-        """Locations of enabled conduits' roots; refreshes the routing table."""
-        assert self.library is not None
-        by_path = {loc.path: loc for loc in await list_locations(self.library.db)}
-        sides: dict[int, list[tuple[str, Side]]] = {}
-        watched: dict[int, LocationRecord] = {}
-        for conduit in self.config.conduits:
-            if not conduit.enabled:
-                continue
-            for side, root in (
-                (Side.SOURCE, conduit.source),
-                (Side.TARGET, conduit.target),
-            ):
-                location = by_path.get(root)
-                if location is not None:
-                    sides.setdefault(location.id, []).append((conduit.name, side))
-                    watched[location.id] = location
-        self._location_sides = sides
-        return list(watched.values())
-
-    async def _refresh_watches(self) -> None:
-        if self.indexer is None:
-            await self._watched_locations()
-            return
-        before = set(self._location_sides)
-        locations = await self._watched_locations()
-        after = {location.id for location in locations}
-        for location_id in before - after:
-            self.indexer.remove_watch(location_id)
-        for location_id in after - before:
-            await self.indexer.add_watch(location_id)
+        if self.state is RunState.STARTED:
+            self.conduits.request(name, RunReason.SCHEDULE)
 
     def _status_line(self) -> str:
-        running = len(self._conduits)
+        running = len(self._conduits.names) if self._conduits else 0
         return f"{running} conduit{'s' if running != 1 else ''}, state dir {self.state_dir}"
 
 
