@@ -1,13 +1,31 @@
-"""ConduitManager: the `sync_conduit` and `sync_generation` repository."""
+"""ConduitManager: the `sync_conduit` and `sync_generation` repository.
+
+Both records are syncable (issue 3): every write that changes a synced field
+bumps `version` and logs the record in the caller's `LoggedTransaction`, so
+writes go through `TransactionManager.transaction()`. Records read here carry
+the uuids they refer to (a conduit's locations, a generation's conduit), since
+the sync log never names local ids.
+"""
 
 from __future__ import annotations
 
 import enum
 import uuid
 from dataclasses import dataclass
+from typing import ClassVar, Final
+from uuid import UUID
 
 from conduitd.config.enums import SyncMode
+from conduitd.errors import StorageError
 from conduitd.storage.database import Database, Row, Transaction
+from conduitd.storage.syncable import (
+    ChangeType,
+    JsonValue,
+    Syncable,
+    canonical_json,
+    uuid_text,
+)
+from conduitd.storage.transactions import LoggedTransaction
 from conduitd.timeutil import utc_now_text
 
 
@@ -39,7 +57,14 @@ class GenerationStatus(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ConduitRecord:
-    """A `sync_conduit` row."""
+    """A `sync_conduit` row, with its endpoints' location uuids."""
+
+    model_type: ClassVar[str] = "conduit"
+    # Local ids (entry ids stand for locations, synced by uuid instead);
+    # last_checked_at and updated_at are this device's bookkeeping, unversioned.
+    SYNC_EXCLUDED: ClassVar[frozenset[str]] = frozenset(
+        {"id", "source_entry_id", "target_entry_id", "last_checked_at", "updated_at"}
+    )
 
     id: int
     uuid: uuid.UUID
@@ -63,9 +88,42 @@ class ConduitRecord:
     created_at: str
     updated_at: str
     version: int
+    source_location_uuid: UUID | None = None
+    target_location_uuid: UUID | None = None
+
+    @property
+    def record_uuid(self) -> UUID:
+        return self.uuid
+
+    def sync_fields(self) -> dict[str, JsonValue]:
+        return {
+            "uuid": str(self.uuid),
+            "name": self.name,
+            "source_location_uuid": uuid_text(self.source_location_uuid, "source"),
+            "target_location_uuid": uuid_text(self.target_location_uuid, "target"),
+            "sync_mode": self.sync_mode.value,
+            "enabled": self.enabled,
+            "paused": self.paused,
+            "schedule": self.schedule,
+            "use_index_rules": self.use_index_rules,
+            "parallel_transfers": self.parallel_transfers,
+            "bandwidth_limit_mbps": self.bandwidth_limit_mbps,
+            "last_sync_completed_at": self.last_sync_completed_at,
+            "sync_generation": self.sync_generation,
+            "last_sync_error": self.last_sync_error,
+            "total_syncs": self.total_syncs,
+            "files_synced": self.files_synced,
+            "bytes_transferred": self.bytes_transferred,
+            "created_at": self.created_at,
+            "version": self.version,
+        }
+
+    def to_sync_json(self) -> str:
+        return canonical_json(self.sync_fields())
 
     @classmethod
     def from_row(cls, row: Row) -> ConduitRecord:
+        keys = row.keys()
         return cls(
             id=row["id"],
             uuid=uuid.UUID(bytes=row["uuid"]),
@@ -89,7 +147,14 @@ class ConduitRecord:
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             version=row["version"],
+            source_location_uuid=_uuid_column(row, keys, "source_location_uuid"),
+            target_location_uuid=_uuid_column(row, keys, "target_location_uuid"),
         )
+
+
+def _uuid_column(row: Row, keys: list[str], name: str) -> UUID | None:
+    raw = row[name] if name in keys else None
+    return uuid.UUID(bytes=raw) if raw else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +173,10 @@ class GenerationCounts:
 
 @dataclass(frozen=True, slots=True)
 class GenerationRecord:
-    """A `sync_generation` row."""
+    """A `sync_generation` row, with its conduit's uuid."""
+
+    model_type: ClassVar[str] = "generation"
+    SYNC_EXCLUDED: ClassVar[frozenset[str]] = frozenset({"id", "conduit_id"})
 
     id: int
     conduit_id: int
@@ -121,6 +189,42 @@ class GenerationRecord:
     status: GenerationStatus
     uuid: uuid.UUID | None
     version: int
+    conduit_uuid: UUID | None = None
+
+    @property
+    def record_uuid(self) -> UUID:
+        """The row's uuid; rows without one are named by conduit and number."""
+        if self.uuid is not None:
+            return self.uuid
+        conduit = uuid.UUID(uuid_text(self.conduit_uuid, "generation's conduit"))
+        return uuid.uuid5(conduit, f"generation:{self.generation}")
+
+    def sync_fields(self) -> dict[str, JsonValue]:
+        counts = self.counts
+        return {
+            "uuid": str(self.record_uuid),
+            "conduit_uuid": uuid_text(self.conduit_uuid, "generation's conduit"),
+            "generation": self.generation,
+            "started_at": self.started_at,
+            "completed_at": self.completed_at,
+            "counts": {
+                "files_copied": counts.files_copied,
+                "metadata_updated": counts.metadata_updated,
+                "files_deleted": counts.files_deleted,
+                "conflicts_resolved": counts.conflicts_resolved,
+                "conflicts_pending": counts.conflicts_pending,
+                "files_skipped": counts.files_skipped,
+                "bytes_transferred": counts.bytes_transferred,
+                "errors_encountered": counts.errors_encountered,
+            },
+            "verified_at": self.verified_at,
+            "verification_status": self.verification_status,
+            "status": self.status.value,
+            "version": self.version,
+        }
+
+    def to_sync_json(self) -> str:
+        return canonical_json(self.sync_fields())
 
     @classmethod
     def from_row(cls, row: Row) -> GenerationRecord:
@@ -145,6 +249,7 @@ class GenerationRecord:
             status=GenerationStatus(row["status"]),
             uuid=uuid.UUID(bytes=row["uuid"]) if row["uuid"] else None,
             version=row["version"],
+            conduit_uuid=_uuid_column(row, row.keys(), "conduit_uuid"),
         )
 
 
@@ -161,6 +266,29 @@ class ConduitSettings:
     use_index_rules: bool
     parallel_transfers: int
     bandwidth_limit_mbps: int | None
+
+
+# Reads join the uuids the sync log refers to records by.
+CONDUIT_SELECT: Final = (
+    "SELECT c.*, sl.uuid AS source_location_uuid, tl.uuid AS target_location_uuid"
+    " FROM sync_conduit c"
+    " JOIN entry se ON se.id = c.source_entry_id"
+    " JOIN location sl ON sl.id = se.location_id"
+    " JOIN entry te ON te.id = c.target_entry_id"
+    " JOIN location tl ON tl.id = te.location_id"
+)
+GENERATION_SELECT: Final = (
+    "SELECT g.*, c.uuid AS conduit_uuid FROM sync_generation g"
+    " JOIN sync_conduit c ON c.id = g.conduit_id"
+)
+
+
+async def _log(tx: Transaction, record: Syncable, change: ChangeType) -> None:
+    if not isinstance(tx, LoggedTransaction):
+        raise StorageError(
+            "conduit and generation writes must run in TransactionManager.transaction()"
+        )
+    await tx.log_change(record, change)
 
 
 _SETTINGS_COLUMNS = (
@@ -188,63 +316,65 @@ class ConduitManager:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, tx: Transaction, settings: ConduitSettings) -> ConduitRecord:
+    async def create(
+        self, tx: LoggedTransaction, settings: ConduitSettings
+    ) -> ConduitRecord:
         now = utc_now_text()
         conduit_id = await tx.insert(
             f"INSERT INTO sync_conduit (uuid, name, {_SETTINGS_COLUMNS}, created_at,"
             " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (uuid.uuid4().bytes, settings.name, *_settings_params(settings), now, now),
         )
-        return await self._get_in(tx, conduit_id)
+        return await self._logged(tx, conduit_id, ChangeType.INSERT)
 
     async def update_settings(
-        self, tx: Transaction, conduit_id: int, settings: ConduitSettings
+        self, tx: LoggedTransaction, conduit_id: int, settings: ConduitSettings
     ) -> ConduitRecord:
-        assignments = ", ".join(f"{c.strip()} = ?" for c in _SETTINGS_COLUMNS.split(","))
+        assignments = ", ".join(
+            f"{c.strip()} = ?" for c in _SETTINGS_COLUMNS.split(",")
+        )
         await tx.execute(
             f"UPDATE sync_conduit SET {assignments}, updated_at = ?,"
             " version = version + 1 WHERE id = ?",
             (*_settings_params(settings), utc_now_text(), conduit_id),
         )
-        return await self._get_in(tx, conduit_id)
+        return await self._logged(tx, conduit_id)
 
-    async def disable(self, tx: Transaction, conduit_id: int) -> ConduitRecord:
-        await tx.execute(
+    async def disable(self, tx: LoggedTransaction, conduit_id: int) -> ConduitRecord:
+        changed = await tx.execute(
             "UPDATE sync_conduit SET enabled = 0, updated_at = ?, version = version + 1"
             " WHERE id = ? AND enabled = 1",
             (utc_now_text(), conduit_id),
         )
+        if changed:
+            return await self._logged(tx, conduit_id)
         return await self._get_in(tx, conduit_id)
 
     async def set_paused(
-        self, tx: Transaction, conduit_id: int, paused: bool
+        self, tx: LoggedTransaction, conduit_id: int, paused: bool
     ) -> ConduitRecord:
         await tx.execute(
             "UPDATE sync_conduit SET paused = ?, updated_at = ?, version = version + 1"
             " WHERE id = ?",
             (int(paused), utc_now_text(), conduit_id),
         )
-        return await self._get_in(tx, conduit_id)
+        return await self._logged(tx, conduit_id)
 
     async def get(self, conduit_id: int) -> ConduitRecord | None:
-        row = await self.db.fetch_one(
-            "SELECT * FROM sync_conduit WHERE id = ?", (conduit_id,)
-        )
+        row = await self.db.fetch_one(f"{CONDUIT_SELECT} WHERE c.id = ?", (conduit_id,))
         return None if row is None else ConduitRecord.from_row(row)
 
     async def get_by_name(self, name: str) -> ConduitRecord | None:
-        row = await self.db.fetch_one(
-            "SELECT * FROM sync_conduit WHERE name = ?", (name,)
-        )
+        row = await self.db.fetch_one(f"{CONDUIT_SELECT} WHERE c.name = ?", (name,))
         return None if row is None else ConduitRecord.from_row(row)
 
     async def list_all(self) -> list[ConduitRecord]:
-        rows = await self.db.fetch_all("SELECT * FROM sync_conduit ORDER BY name")
+        rows = await self.db.fetch_all(f"{CONDUIT_SELECT} ORDER BY c.name")
         return [ConduitRecord.from_row(r) for r in rows]
 
     async def list_enabled(self) -> list[ConduitRecord]:
         rows = await self.db.fetch_all(
-            "SELECT * FROM sync_conduit WHERE enabled = 1 ORDER BY name"
+            f"{CONDUIT_SELECT} WHERE c.enabled = 1 ORDER BY c.name"
         )
         return [ConduitRecord.from_row(r) for r in rows]
 
@@ -255,7 +385,7 @@ class ConduitManager:
         )
 
     async def create_generation(
-        self, tx: Transaction, conduit_id: int
+        self, tx: LoggedTransaction, conduit_id: int
     ) -> GenerationRecord:
         """Generation N+1: bumps `sync_conduit.sync_generation` in the same tx."""
         await tx.execute(
@@ -263,19 +393,16 @@ class ConduitManager:
             " updated_at = ?, version = version + 1 WHERE id = ?",
             (utc_now_text(), conduit_id),
         )
-        row = await tx.fetch_one(
-            "SELECT sync_generation FROM sync_conduit WHERE id = ?", (conduit_id,)
-        )
-        assert row is not None  # the UPDATE above found it
+        conduit = await self._logged(tx, conduit_id)
         generation_id = await tx.insert(
             "INSERT INTO sync_generation (conduit_id, generation, started_at, uuid)"
             " VALUES (?, ?, ?, ?)",
-            (conduit_id, row["sync_generation"], utc_now_text(), uuid.uuid4().bytes),
+            (conduit_id, conduit.sync_generation, utc_now_text(), uuid.uuid4().bytes),
         )
-        return await self._get_generation_in(tx, generation_id)
+        return await self._logged_generation(tx, generation_id, ChangeType.INSERT)
 
     async def record_counts(
-        self, tx: Transaction, generation_id: int, counts: GenerationCounts
+        self, tx: LoggedTransaction, generation_id: int, counts: GenerationCounts
     ) -> GenerationRecord:
         await tx.execute(
             "UPDATE sync_generation SET files_copied = ?, metadata_updated = ?,"
@@ -294,10 +421,10 @@ class ConduitManager:
                 generation_id,
             ),
         )
-        return await self._get_generation_in(tx, generation_id)
+        return await self._logged_generation(tx, generation_id)
 
     async def set_verification(
-        self, tx: Transaction, generation_id: int, status: str, *, verified: bool
+        self, tx: LoggedTransaction, generation_id: int, status: str, *, verified: bool
     ) -> GenerationRecord:
         await tx.execute(
             "UPDATE sync_generation SET verification_status = ?,"
@@ -305,11 +432,11 @@ class ConduitManager:
             " version = version + 1 WHERE id = ?",
             (status, int(verified), utc_now_text(), generation_id),
         )
-        return await self._get_generation_in(tx, generation_id)
+        return await self._logged_generation(tx, generation_id)
 
     async def complete_generation(
         self,
-        tx: Transaction,
+        tx: LoggedTransaction,
         generation_id: int,
         status: GenerationStatus,
         error: str | None = None,
@@ -321,12 +448,12 @@ class ConduitManager:
             " version = version + 1 WHERE id = ?",
             (now, status.value, generation_id),
         )
-        generation = await self._get_generation_in(tx, generation_id)
+        generation = await self._logged_generation(tx, generation_id)
         await self.update_after_sync(tx, generation, error)
         return generation
 
     async def update_after_sync(
-        self, tx: Transaction, generation: GenerationRecord, error: str | None
+        self, tx: LoggedTransaction, generation: GenerationRecord, error: str | None
     ) -> None:
         counts = generation.counts
         await tx.execute(
@@ -343,14 +470,22 @@ class ConduitManager:
                 generation.conduit_id,
             ),
         )
+        await self._logged(tx, generation.conduit_id)
 
-    async def set_error(self, tx: Transaction, conduit_id: int, error: str | None) -> None:
-        await tx.execute(
-            "UPDATE sync_conduit SET last_sync_error = ?, updated_at = ? WHERE id = ?",
-            (error, utc_now_text(), conduit_id),
+    async def set_error(
+        self, tx: LoggedTransaction, conduit_id: int, error: str | None
+    ) -> None:
+        changed = await tx.execute(
+            "UPDATE sync_conduit SET last_sync_error = ?, updated_at = ?,"
+            " version = version + 1 WHERE id = ? AND last_sync_error IS NOT ?",
+            (error, utc_now_text(), conduit_id, error),
         )
+        if changed:
+            await self._logged(tx, conduit_id)
 
-    async def interrupt_unfinished(self, tx: Transaction) -> list[GenerationRecord]:
+    async def interrupt_unfinished(
+        self, tx: LoggedTransaction
+    ) -> list[GenerationRecord]:
         """Crash recovery: generations left running become failed:interrupted."""
         rows = await tx.fetch_all(
             "SELECT id FROM sync_generation WHERE completed_at IS NULL"
@@ -365,14 +500,16 @@ class ConduitManager:
                 (now, GenerationStatus.INTERRUPTED.value, row["id"]),
             )
             done.append(await self._get_generation_in(tx, int(row["id"])))
+        if done:
+            await tx.log_batch(done, ChangeType.UPDATE)
         return done
 
     async def generations(
         self, conduit_id: int, limit: int | None = None
     ) -> list[GenerationRecord]:
         rows = await self.db.fetch_all(
-            "SELECT * FROM sync_generation WHERE conduit_id = ?"
-            " ORDER BY generation DESC LIMIT ?",
+            f"{GENERATION_SELECT} WHERE g.conduit_id = ?"
+            " ORDER BY g.generation DESC LIMIT ?",
             (conduit_id, -1 if limit is None else limit),
         )
         return [GenerationRecord.from_row(r) for r in rows]
@@ -382,7 +519,7 @@ class ConduitManager:
         return found[0] if found else None
 
     async def _get_in(self, tx: Transaction, conduit_id: int) -> ConduitRecord:
-        row = await tx.fetch_one("SELECT * FROM sync_conduit WHERE id = ?", (conduit_id,))
+        row = await tx.fetch_one(f"{CONDUIT_SELECT} WHERE c.id = ?", (conduit_id,))
         assert row is not None  # callers pass ids they just wrote
         return ConduitRecord.from_row(row)
 
@@ -390,7 +527,24 @@ class ConduitManager:
         self, tx: Transaction, generation_id: int
     ) -> GenerationRecord:
         row = await tx.fetch_one(
-            "SELECT * FROM sync_generation WHERE id = ?", (generation_id,)
+            f"{GENERATION_SELECT} WHERE g.id = ?", (generation_id,)
         )
         assert row is not None  # callers pass ids they just wrote
         return GenerationRecord.from_row(row)
+
+    async def _logged(
+        self, tx: Transaction, conduit_id: int, change: ChangeType = ChangeType.UPDATE
+    ) -> ConduitRecord:
+        record = await self._get_in(tx, conduit_id)
+        await _log(tx, record, change)
+        return record
+
+    async def _logged_generation(
+        self,
+        tx: Transaction,
+        generation_id: int,
+        change: ChangeType = ChangeType.UPDATE,
+    ) -> GenerationRecord:
+        record = await self._get_generation_in(tx, generation_id)
+        await _log(tx, record, change)
+        return record

@@ -1,4 +1,9 @@
-"""Locations (conduit endpoints) and their root entries."""
+"""Locations (conduit endpoints) and their root entries.
+
+A location is syncable (issue 3): other devices learn its identity (uuid,
+owning device, name, index mode), never this device's path, filesystem ids or
+runtime state.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,13 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
+from uuid import UUID
 
 from conduitd.storage.database import Database, Row, Transaction
 from conduitd.storage.models import EntryKind
+from conduitd.storage.syncable import ChangeType, JsonValue, canonical_json
+from conduitd.storage.transactions import LoggedTransaction
 from conduitd.timeutil import utc_now_text
 
 
@@ -23,6 +32,26 @@ class LocationState(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class LocationRecord:
     """A `location` row. `path` is this device's absolute root path."""
+
+    model_type: ClassVar[str] = "location"
+    # Local ids, this device's path and filesystem identity, and runtime state.
+    # Scan statistics stay local too until the index logs its scans' location
+    # updates (they are written outside the TransactionManager today).
+    SYNC_EXCLUDED: ClassVar[frozenset[str]] = frozenset(
+        {
+            "id",
+            "entry_id",
+            "path",
+            "st_dev",
+            "root_inode",
+            "state",
+            "index_lost",
+            "last_scan_at",
+            "total_file_count",
+            "total_byte_size",
+            "has_marker",
+        }
+    )
 
     id: int
     uuid: uuid.UUID
@@ -40,11 +69,29 @@ class LocationRecord:
     total_byte_size: int
     version: int
     has_marker: bool = False
+    created_at: str = ""
 
     @property
     def root(self) -> bytes:
         """The root path as bytes (`os.fsencode`), as the index handles paths."""
         return os.fsencode(self.path)
+
+    @property
+    def record_uuid(self) -> UUID:
+        return self.uuid
+
+    def sync_fields(self) -> dict[str, JsonValue]:
+        return {
+            "uuid": str(self.uuid),
+            "device_id": self.device_id,
+            "name": self.name,
+            "index_mode": self.index_mode,
+            "created_at": self.created_at,
+            "version": self.version,
+        }
+
+    def to_sync_json(self) -> str:
+        return canonical_json(self.sync_fields())
 
     @classmethod
     def from_row(cls, row: Row) -> LocationRecord:
@@ -65,6 +112,7 @@ class LocationRecord:
             total_byte_size=row["total_byte_size"],
             version=row["version"],
             has_marker=bool(row["has_marker"]),
+            created_at=row["created_at"],
         )
 
 
@@ -74,7 +122,9 @@ async def ensure_location(
     """The location for `path` on this device, created with its root entry.
 
     Returns (record, created). The root entry is upserted, never replaced: the
-    conduits' ON DELETE CASCADE hangs off it.
+    conduits' ON DELETE CASCADE hangs off it. In a `LoggedTransaction` (the
+    daemon's and the CLI's path) a new location is logged; a plain transaction
+    (tests, tools) creates it unlogged.
     """
     raw = os.fsencode(path)
     row = await tx.fetch_one(
@@ -97,7 +147,10 @@ async def ensure_location(
     )
     fresh = await tx.fetch_one("SELECT * FROM location WHERE id = ?", (location_id,))
     assert fresh is not None  # we hold the write transaction
-    return LocationRecord.from_row(fresh), created
+    record = LocationRecord.from_row(fresh)
+    if created and isinstance(tx, LoggedTransaction):
+        await tx.log_change(record, ChangeType.INSERT)
+    return record, created
 
 
 async def upsert_root_entry(tx: Transaction, location_id: int) -> int:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from conduitd.config import Config, ConduitConfig
+from conduitd.config import ConduitConfig, Config
 from conduitd.storage.conduits import ConduitManager, ConduitRecord, ConduitSettings
-from conduitd.storage.database import Transaction
 from conduitd.storage.library import Library
 from conduitd.storage.locations import ensure_location
+from conduitd.storage.transactions import (
+    LoggedTransaction,
+    TransactionManager,
+    open_transaction_manager,
+)
 
 
 @dataclass(slots=True)
@@ -21,17 +25,25 @@ class ReconcileReport:
     disabled: list[str] = field(default_factory=list)
 
 
-async def reconcile_conduits(library: Library, config: Config) -> ReconcileReport:
+async def reconcile_conduits(
+    library: Library, config: Config, *, tm: TransactionManager | None = None
+) -> ReconcileReport:
     """Create or update each configured conduit; disable the ones removed.
 
     History is never deleted: a removed conduit is disabled, and root entries
     are upserted so the seed's ON DELETE CASCADE never fires. A changed source,
     target or mode drops the conduit's baseline, so its next run is a first
     sync (a union in bidirectional mode). `paused` is never touched here.
+
+    Writes are logged through `tm` (the process's TransactionManager); without
+    one, a private one is opened and flushed before returning.
     """
+    own_tm = tm is None
+    if tm is None:
+        tm = await open_transaction_manager(library)
     manager = ConduitManager(library.db)
     report = ReconcileReport()
-    async with library.db.transaction() as tx:
+    async with tm.transaction() as tx:
         configured = {c.name for c in config.conduits}
         for conduit in config.conduits:
             await _reconcile_one(tx, manager, library, conduit, report)
@@ -40,11 +52,13 @@ async def reconcile_conduits(library: Library, config: Config) -> ReconcileRepor
             if row["name"] not in configured:
                 await manager.disable(tx, int(row["id"]))
                 report.disabled.append(str(row["name"]))
+    if own_tm:
+        await tm.flushed()
     return report
 
 
 async def _reconcile_one(
-    tx: Transaction,
+    tx: LoggedTransaction,
     manager: ConduitManager,
     library: Library,
     conduit: ConduitConfig,
@@ -64,7 +78,9 @@ async def _reconcile_one(
         parallel_transfers=conduit.parallel_transfers,
         bandwidth_limit_mbps=conduit.bandwidth_limit,
     )
-    row = await tx.fetch_one("SELECT * FROM sync_conduit WHERE name = ?", (conduit.name,))
+    row = await tx.fetch_one(
+        "SELECT * FROM sync_conduit WHERE name = ?", (conduit.name,)
+    )
     if row is None:
         report.created.append(conduit.name)
         return await manager.create(tx, settings)
@@ -85,7 +101,11 @@ def _identity(record: ConduitRecord) -> tuple[int, int, str]:
 
 
 def _identity_of(settings: ConduitSettings) -> tuple[int, int, str]:
-    return (settings.source_entry_id, settings.target_entry_id, settings.sync_mode.value)
+    return (
+        settings.source_entry_id,
+        settings.target_entry_id,
+        settings.sync_mode.value,
+    )
 
 
 def _settings_of(record: ConduitRecord) -> ConduitSettings:
