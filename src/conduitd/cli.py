@@ -224,19 +224,24 @@ def _ask_daemon_first(
     *,
     as_json: bool = False,
     timeout_s: float | None = 60.0,
+    on_event: Callable[[dict[str, object]], None] | None = None,
 ) -> object:
     """The running daemon's answer to `method`, or None when no daemon runs.
 
     Light on purpose (only the state dir is read from the config, leniently;
     the client imports json and socket): commands answered by the daemon
     skip pydantic, aiosqlite and structlog. A daemon's error reply exits
-    with its code.
+    with its code. For `sync`: `timeout_s=None` and `on_event` for progress.
     """
     from conduitd.client import ask_daemon
 
     try:
         reply = ask_daemon(
-            ctx.state_dir_leniently(), method, params, timeout_s=timeout_s
+            ctx.state_dir_leniently(),
+            method,
+            params,
+            timeout_s=timeout_s,
+            on_event=on_event,
         )
     except ConduitdError as error:
         fail(error, as_json=as_json)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from conduitd import __version__
 from conduitd.daemon.control import JsonObject, ProgressSink
-from conduitd.daemon.runs import RunReason
+from conduitd.daemon.runs import RunProgress, RunReason
 from conduitd.errors import NotAvailableYet, UsageError
 from conduitd.reports import conduit_documents, generation_document
 from conduitd.storage.conduits import ConduitManager
@@ -63,18 +63,7 @@ class DaemonHandlers:
         document["paused"] = runtime.paused
         document["next_run"] = format_utc(next_run) if next_run else None
         if runtime.running:
-            active = runtime.active
-            document["active"] = (
-                active.document()
-                if active
-                else {
-                    "generation": None,
-                    "files_done": 0,
-                    "files_total": 0,
-                    "bytes_done": 0,
-                    "bytes_total": 0,
-                }
-            )
+            document["active"] = (runtime.active or RunProgress()).document()
         errors = [
             e for e in (runtime.last_error, *supervisor.conduits.notes(name)) if e
         ]
