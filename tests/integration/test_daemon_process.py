@@ -288,3 +288,24 @@ def test_pause_and_resume_through_the_socket(
         assert status_json(config)["conduits"][0]["paused"] is False  # type: ignore[index]
         with pytest.raises(ConduitdError, match="no conduit named"):
             call(state_dir, "pause", {"name": "nope"})
+
+
+def test_a_change_in_an_instant_source_triggers_its_conduit(
+    tmp_path: Path, state_dir: Path
+) -> None:
+    config = write_config(
+        tmp_path / "conduitd.toml",
+        state_dir,
+        [conduit(tmp_path, "live", "instant")],
+        log_level="debug",
+    )
+    with running_daemon(config, tmp_path) as daemon:
+        (tmp_path / "live-src" / "new.txt").write_text("hello")
+
+        def triggered_by_changes() -> bool:
+            return any(
+                e["event"] == "conduit_run_started" and "changes" in e["reasons"]
+                for e in daemon.events()
+            )
+
+        wait_for(triggered_by_changes, "a run triggered by the new file")

@@ -349,6 +349,12 @@ class ConduitTask:
         log = self._log.bind(reason=request.reason.value)
         self._running, self._active = True, None
         self._running_waiters = batch.waiters
+        log.debug(
+            "conduit_run_started",
+            reasons=sorted(request.reasons),
+            dirty_paths=request.dirty.count(),
+            waiters=len(batch.waiters),
+        )
         try:
             result = await self._run(request)
         except anyio.get_cancelled_exc_class():
