@@ -53,7 +53,10 @@ class Syncable(Protocol):
 
 
 def canonical_json(value: Mapping[str, object]) -> str:
-    """Deterministic JSON: sorted keys, no whitespace, UTF-8, no NaN.
+    """Deterministic JSON: sorted keys, no whitespace, ASCII, no NaN.
+
+    ASCII because a path decoded with surrogateescape holds lone surrogates,
+    which only an escape (`\\udcff`) carries into SQLite's UTF-8 text.
 
     UUIDs, enums and bytes (as paths) are converted; anything else that JSON
     cannot hold raises StorageError.
@@ -63,7 +66,7 @@ def canonical_json(value: Mapping[str, object]) -> str:
             value,
             sort_keys=True,
             separators=(",", ":"),
-            ensure_ascii=False,
+            ensure_ascii=True,
             allow_nan=False,
             default=_json_default,
         )
