@@ -289,9 +289,22 @@ def resolve(conflict_id: int, keep: str) -> None:
 @click.option("--since", type=click.IntRange(min=0), default=0, help="After SEQ.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def log(since: int, limit: int, as_json: bool) -> None:
-    """Print the library's sync log."""
-    fail(NotAvailableYet("log is not available yet"), as_json=as_json)
+@pass_ctx
+def log(ctx: CliContext, since: int, limit: int, as_json: bool) -> None:
+    """Print the library's sync log (entries after SEQ, oldest first)."""
+    try:
+        config = ctx.load_config()
+    except ConduitdError as error:
+        fail(error, as_json=as_json)
+    from conduitd.storage.log_view import log_lines, read_log
+
+    state_dir = config.daemon.state_dir
+    entries = run_async(lambda: read_log(state_dir, since, limit), as_json=as_json)
+    if as_json:
+        print_json(entries)
+        return
+    for line in log_lines(entries) or ["no sync log entries"]:
+        click.echo(line)
 
 
 @cli.command(epilog=_epilog("reload"))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-from conduitd.storage.library import Library
+from conduitd.storage.library import Library, open_library
 from conduitd.storage.synclog import SyncLogDb
 
 
@@ -19,6 +20,18 @@ async def log_entries(
     """
     log = SyncLogDb(library.sync_db)
     return [entry.to_document() for entry in await log.fetch_since(since, limit)]
+
+
+async def read_log(
+    state_dir: Path, since: int = 0, limit: int | None = 100
+) -> list[dict[str, object]]:
+    """`log_entries` of the state dir's library (the CLI's path; the log is
+    read through a WAL snapshot, so a running daemon is no obstacle)."""
+    library = await open_library(state_dir)
+    try:
+        return await log_entries(library, since, limit)
+    finally:
+        await library.close()
 
 
 def log_lines(entries: Sequence[Mapping[str, object]]) -> list[str]:
