@@ -19,15 +19,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from treegen import big_files_tree, change_fraction, small_files_tree  # noqa: E402
+from treegen import big_files_tree, change_fraction, small_files_tree
 
 CONDUITD = Path(sys.executable).with_name("conduitd")
 
 
 def timed(command: list[str] | str) -> float:
     start = time.perf_counter()
-    subprocess.run(command, check=True, shell=isinstance(command, str),
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        command,
+        check=True,
+        shell=isinstance(command, str),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 
@@ -51,15 +56,26 @@ def peers(work: Path, source: Path) -> dict[str, Callable[[str], float]]:
     tools: dict[str, Callable[[str], float]] = {"conduitd": conduitd}
     if shutil.which("rsync"):
         tools["rsync"] = lambda tag: timed(
-            ["rsync", "-a", "--delete", f"{source}/", str(work / f"rsync-{tag}")])
+            ["rsync", "-a", "--delete", f"{source}/", str(work / f"rsync-{tag}")]
+        )
         tools["rsync --fsync"] = lambda tag: timed(
-            ["rsync", "-a", "--delete", "--fsync", f"{source}/",
-             str(work / f"rsyncf-{tag}")])
+            [
+                "rsync",
+                "-a",
+                "--delete",
+                "--fsync",
+                f"{source}/",
+                str(work / f"rsyncf-{tag}"),
+            ]
+        )
     else:
         print("rsync not found: its columns are skipped")
     tools["cp -a && sync -f"] = lambda tag: timed(
-        f"cp -a '{source}' '{work}/cp-{tag}' && sync -f '{work}/cp-{tag}'")
-    tools["cp -a"] = lambda tag: timed(["cp", "-a", str(source), str(work / f"cpp-{tag}")])
+        f"cp -a '{source}' '{work}/cp-{tag}' && sync -f '{work}/cp-{tag}'"
+    )
+    tools["cp -a"] = lambda tag: timed(
+        ["cp", "-a", str(source), str(work / f"cpp-{tag}")]
+    )
     return tools
 
 
@@ -67,7 +83,7 @@ def report(title: str, samples: dict[str, list[float]]) -> None:
     medians = {name: statistics.median(times) for name, times in samples.items()}
     base = medians["conduitd"]
     print(f"\n## {title}")
-    print(f"| tool | median s | conduitd / tool |\n| --- | ---: | ---: |")
+    print("| tool | median s | conduitd / tool |\n| --- | ---: | ---: |")
     for name, median in medians.items():
         print(f"| {name} | {median:.3f} | {base / median:.2f}x |")
 

@@ -48,7 +48,9 @@ def big_files_tree(root: Path, files: int, size_bytes: int, seed: int = 1) -> in
 def change_fraction(root: Path, fraction: float, seed: int = 2) -> int:
     """Rewrite `fraction` of the files under root with new content."""
     rng = random.Random(seed)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and ".conduitd" not in p.parts)
+    files = sorted(
+        p for p in root.rglob("*") if p.is_file() and ".conduitd" not in p.parts
+    )
     chosen = rng.sample(files, max(1, int(len(files) * fraction)))
     for path in chosen:
         data = path.read_bytes()

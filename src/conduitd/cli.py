@@ -75,7 +75,10 @@ def fail(error: ConduitdError, *, as_json: bool) -> NoReturn:
 
 
 def run_async(
-    main: Callable[[], Awaitable[T]], *, as_json: bool = False, log_level: str = "warning"
+    main: Callable[[], Awaitable[T]],
+    *,
+    as_json: bool = False,
+    log_level: str = "warning",
 ) -> T:
     """Run one command's coroutine, mapping our errors to exit codes."""
     import anyio
@@ -187,9 +190,74 @@ def migrate_status_command(ctx: CliContext) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--progress", is_flag=True, help="Show a progress bar.")
 @click.option("--force", is_flag=True, help="Override the max-delete brake only.")
-def sync(name: str, dry_run: bool, as_json: bool, progress: bool, force: bool) -> None:
-    """Sync one conduit now and print its generation."""
-    fail(NotAvailableYet("sync is not available yet"), as_json=as_json)
+@pass_ctx
+def sync(
+    ctx: CliContext,
+    name: str,
+    dry_run: bool,
+    as_json: bool,
+    progress: bool,
+    force: bool,
+) -> None:
+    """Sync one conduit now and print its generation.
+
+    Through the running daemon when there is one (it waits for the generation);
+    otherwise in this process, holding the state dir's lock (exit 3 "busy" when
+    another process holds it). Exit 1 when paths failed or verification did.
+    """
+    if not dry_run:
+        document = _ask_daemon_first(
+            ctx, "sync", {"name": name, "force": force}, as_json=as_json, timeout_s=None
+        )
+        if document is not None:
+            _print_generation(document, as_json=as_json)
+            return
+    try:
+        config = ctx.load_config()
+    except ConduitdError as error:
+        fail(error, as_json=as_json)
+    from conduitd.oneshot import dry_run as plan_run
+    from conduitd.oneshot import sync_once
+
+    if dry_run:
+        plan = run_async(lambda: plan_run(config, name, force=force), as_json=as_json)
+        _print_plan(plan, as_json=as_json)
+        return
+    level = "warning" if as_json or not progress else "error"
+    result = run_async(
+        lambda: sync_once(config, name, force=force), as_json=as_json, log_level=level
+    )
+    _print_generation(result, as_json=as_json)
+
+
+def _print_generation(document: object, *, as_json: bool) -> None:
+    assert isinstance(document, dict)  # a generation object
+    if as_json:
+        print_json(document)
+    else:
+        from conduitd.reports import history_lines
+
+        for line in history_lines([document]):
+            click.echo(line)
+    failed = str(document.get("verification_status", "")).startswith("failed:")
+    if document.get("errors_encountered") or failed:
+        sys.exit(1)
+
+
+def _print_plan(plan: dict[str, object], *, as_json: bool) -> None:
+    if as_json:
+        print_json(plan)
+    else:
+        operations = plan["operations"]
+        assert isinstance(operations, list)
+        for op in operations:
+            click.echo(f"{op['op']:<8} {op['direction']:<17} {op['path']}")
+        if not operations:
+            click.echo("nothing to do")
+        if plan["refused"]:
+            click.echo(f"refused: {plan['refused']}")
+    if plan["refused"]:
+        sys.exit(3)
 
 
 @cli.command(epilog=_epilog("status"))

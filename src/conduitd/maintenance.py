@@ -17,7 +17,7 @@ def _databases() -> tuple[tuple[str, tuple[Migration, ...]], ...]:
 async def migrate_up_report(state_dir: Path) -> list[str]:
     library = await open_library(state_dir, migrate=False)
     try:
-        lines = []
+        lines: list[str] = []
         for (name, migrations), db in zip(
             _databases(), (library.db, library.sync_db), strict=True
         ):
@@ -33,7 +33,7 @@ async def migrate_up_report(state_dir: Path) -> list[str]:
 async def migrate_status_report(state_dir: Path) -> list[str]:
     library = await open_library(state_dir, migrate=False)
     try:
-        lines = []
+        lines: list[str] = []
         for (name, migrations), db in zip(
             _databases(), (library.db, library.sync_db), strict=True
         ):

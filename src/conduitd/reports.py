@@ -37,7 +37,9 @@ async def conduit_documents(library: Library, config: Config) -> list[JsonObject
     """One status object per configured conduit, from the library."""
     manager = ConduitManager(library.db)
     records = {c.name: c for c in await manager.list_all()}
-    states = {str(loc.path): loc.state.value for loc in await list_locations(library.db)}
+    states = {
+        str(loc.path): loc.state.value for loc in await list_locations(library.db)
+    }
     documents = []
     for conduit in config.conduits:
         record = records.get(conduit.name)
@@ -53,10 +55,15 @@ async def conduit_documents(library: Library, config: Config) -> list[JsonObject
                 "last_checked_at": record.last_checked_at if record else None,
                 "endpoints": {
                     side: {"path": str(path), "state": states.get(str(path), "unknown")}
-                    for side, path in (("source", conduit.source), ("target", conduit.target))
+                    for side, path in (
+                        ("source", conduit.source),
+                        ("target", conduit.target),
+                    )
                 },
                 "active": None,
-                "last_generation": generation_document(conduit.name, last) if last else None,
+                "last_generation": generation_document(conduit.name, last)
+                if last
+                else None,
                 "last_error": record.last_sync_error if record else None,
             }
         )

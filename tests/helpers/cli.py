@@ -31,7 +31,12 @@ def run_cli(
     prefix: list[str] = ["--config", str(config)] if config else []
     command = [sys.executable, "-m", "conduitd", *prefix, *map(str, args)]
     return subprocess.run(
-        command, env=conduitd_env(env), capture_output=True, text=True, timeout=timeout
+        command,
+        env=conduitd_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 

@@ -78,5 +78,10 @@ def run_conduitd_unprivileged(
     full_env["PYTHONDONTWRITEBYTECODE"] = "1"
     command = [*drop_privileges_prefix(), sys.executable, "-m", "conduitd", *args]
     return subprocess.run(
-        command, env=full_env, capture_output=True, text=True, timeout=timeout
+        command,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers.cli import run_cli, write_config
 
 from conduitd import __version__
+from helpers.cli import run_cli, write_config
 
 
 @pytest.fixture
@@ -53,9 +53,23 @@ def test_missing_config_is_one_clear_line(tmp_path: Path) -> None:
 
 def test_every_command_has_help_with_an_example() -> None:
     commands = [
-        "daemon", "check", "migrate", "sync", "status", "history", "conflicts",
-        "resolve", "log", "reload", "stop", "unit", "trash", "restore", "pause",
-        "resume", "completion",
+        "daemon",
+        "check",
+        "migrate",
+        "sync",
+        "status",
+        "history",
+        "conflicts",
+        "resolve",
+        "log",
+        "reload",
+        "stop",
+        "unit",
+        "trash",
+        "restore",
+        "pause",
+        "resume",
+        "completion",
     ]
     for command in commands:
         result = run_cli(command, "--help")

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers.cli import write_config
-
 from conduitd.config import load_config
 from conduitd.storage.conduits import ConduitManager, GenerationStatus
 from conduitd.storage.library import open_library
 from conduitd.storage.locations import ensure_location, upsert_root_entry
 from conduitd.storage.reconcile import reconcile_conduits
+from helpers.cli import write_config
 
 
 def _config(tmp_path: Path, **overrides: object) -> Path:
@@ -28,7 +27,9 @@ async def _one_generation(state: Path) -> None:
         assert record is not None
         async with library.db.transaction() as tx:
             generation = await manager.create_generation(tx, record.id)
-            await manager.complete_generation(tx, generation.id, GenerationStatus.COMPLETED)
+            await manager.complete_generation(
+                tx, generation.id, GenerationStatus.COMPLETED
+            )
     finally:
         await library.close()
 
@@ -61,7 +62,9 @@ async def test_history_survives_reconciliation_and_root_entry_updates(
         await library.close()
 
 
-async def test_removed_conduit_is_disabled_and_keeps_its_history(tmp_path: Path) -> None:
+async def test_removed_conduit_is_disabled_and_keeps_its_history(
+    tmp_path: Path,
+) -> None:
     config = load_config(_config(tmp_path))
     library = await open_library(config.daemon.state_dir)
     await reconcile_conduits(library, config)
@@ -74,7 +77,8 @@ async def test_removed_conduit_is_disabled_and_keeps_its_history(tmp_path: Path)
         assert report.disabled == ["photos"]
         manager = ConduitManager(library.db)
         record = await manager.get_by_name("photos")
-        assert record is not None and not record.enabled
+        assert record is not None
+        assert not record.enabled
         assert len(await manager.generations(record.id)) == 1
     finally:
         await library.close()

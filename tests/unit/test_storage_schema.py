@@ -80,7 +80,9 @@ def _columns(conn: sqlite3.Connection, table: str) -> dict[str, tuple[object, ..
 
 def _indexes(conn: sqlite3.Connection, table: str) -> dict[str, tuple[object, ...]]:
     found = {}
-    for _, name, unique, origin, _partial in conn.execute(f"PRAGMA index_list({table})"):
+    for _, name, unique, origin, _partial in conn.execute(
+        f"PRAGMA index_list({table})"
+    ):
         columns = tuple(r[2] for r in conn.execute(f"PRAGMA index_info({name})"))
         key = name if origin == "c" else f"{origin}:{columns}"
         found[key] = (unique, origin, columns)
@@ -130,10 +132,19 @@ async def test_library_db_runs_in_wal_with_every_design_table(
 ) -> None:
     conn = sqlite3.connect(library_files[0])
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    tables = {
+        r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+    }
     expected = {
-        "location", "entry", "sync_conduit", "sync_generation", "sync_baseline",
-        "sync_conflict", "sync_leadership", "sync_outbox", "sync_trash",
+        "location",
+        "entry",
+        "sync_conduit",
+        "sync_generation",
+        "sync_baseline",
+        "sync_conflict",
+        "sync_leadership",
+        "sync_outbox",
+        "sync_trash",
     }
     assert expected <= tables
     applied = conn.execute("SELECT version FROM schema_migrations").fetchall()

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import UUID
 
 from conduitd.storage.database import Database
 from conduitd.storage.migrations import migrate_up
@@ -21,8 +21,8 @@ SYNC_DB = "sync.db"
 class Library:
     """An open library: `db` is library.db, `sync_db` the sync log's sync.db."""
 
-    uuid: uuid.UUID
-    device_id: uuid.UUID
+    uuid: UUID
+    device_id: UUID
     directory: Path
     db: Database
     sync_db: Database

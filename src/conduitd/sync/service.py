@@ -1,0 +1,727 @@
+"""FileSyncService (seed FSYNC-003): resolve, run the jobs, record, verify.
+
+One call of `sync_now` is one generation (plus at most one automatic retry
+when verification fails). Everything it decides comes from the index; the
+jobs re-check the disk before every destructive step; the rows that say
+"synced" are written only after the batch they describe is durable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+
+from conduitd.config import ConduitConfig, Config, DeleteStrategy, SyncMode
+from conduitd.errors import SafetyRefusal, UsageError
+from conduitd.index.indexer import Indexer
+from conduitd.jobs.commit import Durability
+from conduitd.jobs.outcomes import JobOutcome, Progress
+from conduitd.jobs.ratelimit import RateLimiter
+from conduitd.jobs.rootfs import RootFs
+from conduitd.jobs.runner import TransferRunner
+from conduitd.storage.baselines import load_baseline, replace_baseline_paths
+from conduitd.storage.conduits import (
+    ConduitManager,
+    ConduitRecord,
+    GenerationCounts,
+    GenerationRecord,
+    GenerationStatus,
+)
+from conduitd.storage.conflicts import (
+    ConflictRepository,
+    ConflictSide,
+    ConflictStatus,
+)
+from conduitd.storage.entries import load_entry_map
+from conduitd.storage.library import Library
+from conduitd.storage.models import EntryRow
+from conduitd.storage.transactions import TransactionManager
+from conduitd.storage.trash_rows import TrashReason as TrashRowReason
+from conduitd.storage.trash_rows import TrashRow, record_trashed
+from conduitd.sync.brakes import check_delete_ratio, check_empty_source
+from conduitd.sync.conflicts import (
+    ConflictResolver,
+    Settlement,
+    apply_settlements,
+    taken_in,
+)
+from conduitd.sync.endpoints import (
+    Endpoints,
+    check_identity,
+    ensure_roots,
+    wait_ready,
+)
+from conduitd.sync.operations import Conflict, SyncOperations, to_baseline
+from conduitd.sync.planning import Roots, build_jobs, plan_document, touched_paths
+from conduitd.sync.resolver import (
+    agreed_entry,
+    resolve_bidirectional,
+    resolve_mirror,
+    resolve_selective,
+)
+from conduitd.sync.rules import IndexRules
+from conduitd.sync.verification import Step, Verification, advance
+from conduitd.timeutil import utc_now
+
+logger = structlog.get_logger()
+
+ExpectWrites = Callable[[str, Collection[bytes]], None]
+
+
+class Disabled(SafetyRefusal):
+    kind = "disabled"
+
+
+class Paused(SafetyRefusal):
+    kind = "paused"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Both sides' index maps and the baseline, as one resolution saw them."""
+
+    source: dict[bytes, EntryRow]
+    target: dict[bytes, EntryRow]
+    baseline: Mapping[bytes, Any]
+
+
+@dataclass(slots=True)
+class ActiveRun:
+    """Progress of a running generation, for `status`."""
+
+    generation: int
+    files_done: int = 0
+    files_total: int = 0
+    bytes_done: int = 0
+    bytes_total: int = 0
+
+    def document(self) -> dict[str, int]:
+        return {
+            "generation": self.generation,
+            "files_done": self.files_done,
+            "files_total": self.files_total,
+            "bytes_done": self.bytes_done,
+            "bytes_total": self.bytes_total,
+        }
+
+
+@dataclass(slots=True)
+class _Shared:
+    """One run that several callers wait for (coalescing)."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: GenerationRecord | None = None
+    error: BaseException | None = None
+
+    async def wait(self) -> GenerationRecord | None:
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+@dataclass(slots=True)
+class _Slot:
+    running: _Shared | None = None
+    follow_up: _Shared | None = None
+
+
+class FileSyncService:
+    """Runs conduits; one instance per process, shared by every conduit.
+
+    Args:
+        one_shot: scan both endpoints before resolving (a CLI run cannot trust
+            an index no watcher kept); the daemon trusts its watchers instead.
+        transfer_limiter: the daemon-wide `max_parallel_transfers`.
+        expect_writes: told which paths a run is about to write on which root,
+            so the daemon can tell its own writes from a user's.
+    """
+
+    def __init__(
+        self,
+        library: Library,
+        tm: TransactionManager,
+        indexer: Indexer,
+        config: Config,
+        *,
+        one_shot: bool,
+        transfer_limiter: anyio.CapacityLimiter | None = None,
+        runner: TransferRunner | None = None,
+        expect_writes: ExpectWrites | None = None,
+    ) -> None:
+        self.library = library
+        self.tm = tm
+        self.indexer = indexer
+        self.config = config
+        self.one_shot = one_shot
+        self.transfer_limiter = transfer_limiter or anyio.CapacityLimiter(
+            config.daemon.max_parallel_transfers
+        )
+        self.runner = runner or TransferRunner(durability=Durability.SYNCFS)
+        self.expect_writes = expect_writes
+        self.conduits = ConduitManager(library.db)
+        self.conflict_rows = ConflictRepository(library.db)
+        self._slots: dict[str, _Slot] = {}
+        self.active: dict[str, ActiveRun] = {}
+
+    # ---------------------------------------------------------------- entry
+
+    async def sync_now(
+        self,
+        name: str,
+        *,
+        force: bool = False,
+        explicit: bool = True,
+        dirty: Collection[bytes] | None = None,
+    ) -> GenerationRecord | None:
+        """Run the conduit now; a call during a run waits for one follow-up run.
+
+        Returns the generation (the retry when verification failed once), or
+        None when an automatic run found nothing to do.
+
+        Raises:
+            SafetyRefusal: disabled, paused, an endpoint failed its checks, the
+                index was not ready, or a brake held (exit 3).
+        """
+        slot = self._slots.setdefault(name, _Slot())
+        if slot.follow_up is not None:
+            return await slot.follow_up.wait()
+        if slot.running is not None:
+            shared = slot.follow_up = _Shared()
+            try:
+                await slot.running.done.wait()
+            finally:
+                slot.follow_up = None
+            return await self._run_shared(slot, shared, name, force, explicit, None)
+        return await self._run_shared(slot, _Shared(), name, force, explicit, dirty)
+
+    async def _run_shared(
+        self,
+        slot: _Slot,
+        shared: _Shared,
+        name: str,
+        force: bool,
+        explicit: bool,
+        dirty: Collection[bytes] | None,
+    ) -> GenerationRecord | None:
+        slot.running = shared
+        try:
+            shared.result = await self._sync(
+                name, force=force, explicit=explicit, dirty=dirty
+            )
+            return shared.result
+        except BaseException as exc:
+            shared.error = exc
+            raise
+        finally:
+            slot.running = None
+            shared.done.set()
+
+    async def plan(self, name: str, *, force: bool = False) -> dict[str, Any]:
+        """The dry-run document; writes nothing under any root."""
+        conduit = self.config.conduit(name)
+        record = await self._record(conduit)
+        await ensure_roots(conduit, first_run=record.sync_generation == 0, dry_run=True)
+        endpoints = await self._endpoints(record)
+        snapshot = await self._snapshot(record, endpoints)
+        operations, _ = self._resolve(conduit, snapshot, endpoints, paths=None)
+        refused = self._brake(conduit, snapshot, operations, force, endpoints)
+        return plan_document(name, operations, refused)
+
+    # ----------------------------------------------------------------- a run
+
+    async def _record(self, conduit: ConduitConfig) -> ConduitRecord:
+        record = await self.conduits.get_by_name(conduit.name)
+        if record is None:
+            raise UsageError(f"conduit {conduit.name!r} is not reconciled yet")
+        if not (record.enabled and conduit.enabled):
+            raise Disabled(f"conduit {conduit.name!r} is disabled")
+        if record.paused:
+            raise Paused(f"conduit {conduit.name!r} is paused")
+        return record
+
+    async def _sync(
+        self,
+        name: str,
+        *,
+        force: bool,
+        explicit: bool,
+        dirty: Collection[bytes] | None,
+        retry: bool = True,
+    ) -> GenerationRecord | None:
+        conduit = self.config.conduit(name)
+        log = logger.bind(conduit=name)
+        record = await self._record(conduit)
+        await ensure_roots(
+            conduit, first_run=record.sync_generation == 0, dry_run=False
+        )
+        endpoints = await self._endpoints(record, scan=self.one_shot)
+        snapshot = await self._snapshot(record, endpoints)
+        operations, union = self._resolve(conduit, snapshot, endpoints, paths=dirty)
+        refused = self._brake(conduit, snapshot, operations, force, endpoints)
+        if refused is not None:
+            await self._refuse(record, refused)
+        settlements = self._settle(conduit, operations, snapshot)
+        operations = apply_settlements(operations, settlements)
+        pending = [s.conflict for s in settlements if s.pending]
+        if not explicit and operations.is_empty(count_conflicts=False):
+            await self._checked(record, operations, snapshot, conduit)
+            return None
+        generation = await self._start_generation(record)
+        log = log.bind(generation=generation.generation)
+        try:
+            result = await self._execute(
+                conduit,
+                record,
+                generation,
+                endpoints,
+                snapshot,
+                operations,
+                settlements,
+                pending,
+                union,
+                log,
+            )
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._interrupt(generation, log)
+            raise
+        if result.verification_status.startswith("failed:") and retry:
+            log.warning("verification_retry", status=result.verification_status)
+            retried = await self._sync(
+                name, force=force, explicit=True, dirty=None, retry=False
+            )
+            return retried or result
+        return result
+
+    async def _endpoints(
+        self, record: ConduitRecord, *, scan: bool = False
+    ) -> Endpoints:
+        source_id, target_id = await self._location_ids(record)
+        if scan:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.indexer.scan, source_id)
+                tg.start_soon(self.indexer.scan, target_id)
+        if not self.one_shot:
+            await wait_ready(self.indexer, source_id)
+            await wait_ready(self.indexer, target_id)
+        source = await self.indexer.location(source_id)
+        target = await self.indexer.location(target_id)
+        for location in (source, target):
+            await check_identity(self.indexer, location)
+        return Endpoints(source, target)
+
+    async def _location_ids(self, record: ConduitRecord) -> tuple[int, int]:
+        rows = await self.library.db.fetch_all(
+            "SELECT id, location_id FROM entry WHERE id IN (?, ?)",
+            (record.source_entry_id, record.target_entry_id),
+        )
+        by_entry = {int(r["id"]): int(r["location_id"]) for r in rows}
+        return by_entry[record.source_entry_id], by_entry[record.target_entry_id]
+
+    async def _snapshot(self, record: ConduitRecord, endpoints: Endpoints) -> Snapshot:
+        source = await load_entry_map(self.library.db, endpoints.source.id)
+        target = await load_entry_map(self.library.db, endpoints.target.id)
+        baseline = (
+            await load_baseline(self.library.db, record.id)
+            if record.sync_mode is SyncMode.BIDIRECTIONAL
+            else {}
+        )
+        return Snapshot(source, target, baseline)
+
+    def _resolve(
+        self,
+        conduit: ConduitConfig,
+        snapshot: Snapshot,
+        endpoints: Endpoints,
+        *,
+        paths: Collection[bytes] | None,
+    ) -> tuple[SyncOperations, bool]:
+        rules = rules_for(conduit)
+        union = endpoints.index_lost
+        if conduit.mode is SyncMode.BIDIRECTIONAL:
+            union = union or not snapshot.baseline
+            ops = resolve_bidirectional(
+                snapshot.source,
+                snapshot.target,
+                snapshot.baseline,
+                rules,
+                union=union,
+                paths=paths,
+            )
+        elif conduit.mode is SyncMode.SELECTIVE:
+            ops = resolve_selective(
+                snapshot.source,
+                snapshot.target,
+                rules,
+                now_ns=time.time_ns(),
+                recent_s=conduit.recent_s,
+                union=union,
+                paths=paths,
+            )
+        else:
+            ops = resolve_mirror(
+                snapshot.source, snapshot.target, rules, union=union, paths=paths
+            )
+        return ops, union
+
+    def _brake(
+        self,
+        conduit: ConduitConfig,
+        snapshot: Snapshot,
+        operations: SyncOperations,
+        force: bool,
+        endpoints: Endpoints,
+    ) -> str | None:
+        rules = rules_for(conduit)
+        two_way = conduit.mode is SyncMode.BIDIRECTIONAL
+        reason = check_empty_source(
+            snapshot.source,
+            snapshot.target,
+            rules,
+            bidirectional=two_way,
+            first_sync=two_way and (operations.union or not snapshot.baseline),
+        )
+        if reason is not None:
+            return reason
+        return check_delete_ratio(
+            operations,
+            snapshot.target,
+            rules,
+            conduit.max_delete_percent,
+            force,
+            source=snapshot.source,
+        )
+
+    async def _refuse(self, record: ConduitRecord, reason: str) -> None:
+        async with self.tm.transaction() as tx:
+            await self.conduits.set_error(tx, record.id, f"refused: {reason}")
+        raise SafetyRefusal(f"conduit {record.name!r} refused: {reason}")
+
+    def _settle(
+        self, conduit: ConduitConfig, operations: SyncOperations, snapshot: Snapshot
+    ) -> tuple[Settlement, ...]:
+        if not operations.conflicts:
+            return ()
+        resolver = ConflictResolver(conduit.conflict)
+        taken = taken_in(snapshot.source.keys(), snapshot.target.keys())
+        return resolver.settle_all(operations.conflicts, utc_now(), taken)
+
+    async def _checked(
+        self,
+        record: ConduitRecord,
+        operations: SyncOperations,
+        snapshot: Snapshot,
+        conduit: ConduitConfig,
+    ) -> None:
+        """An automatic run with nothing to do: no generation, just the check."""
+        async with self.tm.transaction() as tx:
+            await self.conduits.mark_checked(tx, record.id)
+            if conduit.mode is SyncMode.BIDIRECTIONAL:
+                await replace_baseline_paths(
+                    tx,
+                    record.id,
+                    (
+                        to_baseline(e, record.sync_generation)
+                        for e in operations.baseline_updates
+                    ),
+                    operations.baseline_deletes,
+                )
+
+    async def _start_generation(self, record: ConduitRecord) -> GenerationRecord:
+        async with self.tm.transaction() as tx:
+            await self.conduits.mark_checked(tx, record.id)
+            return await self.conduits.create_generation(tx, record.id)
+
+    async def _execute(
+        self,
+        conduit: ConduitConfig,
+        record: ConduitRecord,
+        generation: GenerationRecord,
+        endpoints: Endpoints,
+        snapshot: Snapshot,
+        operations: SyncOperations,
+        settlements: Sequence[Settlement],
+        pending: Sequence[Conflict],
+        union: bool,
+        log: structlog.typing.FilteringBoundLogger,
+    ) -> GenerationRecord:
+        started = time.perf_counter()
+        await self._record_pending(record, generation, pending)
+        touched = touched_paths(operations)
+        if self.expect_writes is not None:
+            self.expect_writes(conduit.name, touched)
+        active = self.active[conduit.name] = ActiveRun(generation.generation)
+        try:
+            report = await self._transfer(
+                conduit, record, generation, endpoints, operations, settlements, active
+            )
+        finally:
+            self.active.pop(conduit.name, None)
+        counts = GenerationCounts(
+            files_copied=report.files_copied,
+            metadata_updated=report.metadata_updated,
+            files_deleted=report.files_deleted,
+            conflicts_resolved=sum(not s.pending for s in settlements),
+            conflicts_pending=len(pending),
+            files_skipped=report.files_skipped,
+            bytes_transferred=report.bytes_transferred,
+            errors_encountered=report.errors_encountered,
+        )
+        async with self.tm.transaction() as tx:
+            generation = await self.conduits.record_counts(tx, generation.id, counts)
+        status = await self._verify(
+            conduit, record, generation, endpoints, touched, union
+        )
+        error = (
+            None
+            if report.errors_encountered == 0
+            else (
+                f"{report.errors_encountered} path(s) failed in generation"
+                f" {generation.generation}"
+            )
+        )
+        async with self.tm.transaction() as tx:
+            if conduit.mode is SyncMode.BIDIRECTIONAL:
+                await self._write_baseline(
+                    tx, record, generation, endpoints, operations, touched
+                )
+            generation = await self.conduits.complete_generation(
+                tx, generation.id, GenerationStatus.COMPLETED, error
+            )
+        if union and report.errors_encountered == 0 and status is Verification.VERIFIED:
+            for location in (endpoints.source, endpoints.target):
+                if location.index_lost:
+                    await self.indexer.clear_index_lost(location.id)
+        await self.tm.flushed()
+        log.info(
+            "generation_finished",
+            verification=generation.verification_status,
+            files_copied=counts.files_copied,
+            metadata_updated=counts.metadata_updated,
+            files_deleted=counts.files_deleted,
+            conflicts_resolved=counts.conflicts_resolved,
+            conflicts_pending=counts.conflicts_pending,
+            files_skipped=counts.files_skipped,
+            bytes_transferred=counts.bytes_transferred,
+            errors=counts.errors_encountered,
+            duration_s=round(time.perf_counter() - started, 3),
+        )
+        return generation
+
+    async def _record_pending(
+        self,
+        record: ConduitRecord,
+        generation: GenerationRecord,
+        pending: Sequence[Conflict],
+    ) -> None:
+        if not pending:
+            return
+        open_paths = {
+            c.relative_path
+            for c in await self.conflict_rows.list(record.id, ConflictStatus.PENDING)
+        }
+        async with self.tm.transaction() as tx:
+            for conflict in pending:
+                if conflict.relative_path in open_paths:
+                    continue
+                await self.conflict_rows.create(
+                    tx,
+                    conduit_id=record.id,
+                    relative_path=conflict.relative_path,
+                    detected_generation=generation.generation,
+                    source=_side(conflict.source),
+                    target=_side(conflict.target),
+                )
+
+    async def _transfer(
+        self,
+        conduit: ConduitConfig,
+        record: ConduitRecord,
+        generation: GenerationRecord,
+        endpoints: Endpoints,
+        operations: SyncOperations,
+        settlements: Sequence[Settlement],
+        active: ActiveRun,
+    ) -> Any:
+        source_fs = await anyio.to_thread.run_sync(RootFs, endpoints.source.path)
+        try:
+            target_fs = await anyio.to_thread.run_sync(RootFs, endpoints.target.path)
+        except BaseException:
+            source_fs.close()
+            raise
+        roots = Roots(source_fs, target_fs)
+        try:
+            jobs = build_jobs(operations, roots, settlements)
+
+            async def committed(outcomes: Sequence[JobOutcome]) -> None:
+                rows = _trash_rows(record.id, generation.generation, roots, outcomes)
+                if rows:
+                    async with self.tm.transaction() as tx:
+                        await record_trashed(tx, rows)
+
+            def progress(p: Progress) -> None:
+                active.files_done, active.files_total = p.files_done, p.files_total
+                active.bytes_done, active.bytes_total = p.bytes_done, p.bytes_total
+
+            limit = conduit.bandwidth_limit_bytes_per_s
+            return await self.runner.run(
+                jobs,
+                generation=generation.generation,
+                trash=conduit.delete is DeleteStrategy.TRASH,
+                parallel=conduit.parallel_transfers,
+                global_limiter=self.transfer_limiter,
+                rate_limiter=RateLimiter(limit) if limit else None,
+                on_batch_committed=committed,
+                on_progress=progress,
+            )
+        finally:
+            source_fs.close()
+            target_fs.close()
+
+    async def _verify(
+        self,
+        conduit: ConduitConfig,
+        record: ConduitRecord,
+        generation: GenerationRecord,
+        endpoints: Endpoints,
+        touched: set[bytes],
+        union: bool,
+    ) -> Verification:
+        """Trust Watcher: barrier both sides, flush the log, re-resolve."""
+        state = await self._advance(
+            generation, Verification.UNVERIFIED, Step.RUN_FINISHED
+        )
+        paths = sorted(touched)
+        try:
+            for location in (endpoints.source, endpoints.target):
+                await self.indexer.barrier(location.id, paths or None)
+        except Exception:
+            logger.exception("barrier_failed", conduit=conduit.name)
+            return await self._advance(generation, state, Step.BARRIER_FAILED)
+        state = await self._advance(generation, state, Step.BARRIER_PASSED)
+        try:
+            await self.tm.flushed()
+        except Exception:
+            logger.exception("library_flush_failed", conduit=conduit.name)
+            return await self._advance(generation, state, Step.LIBRARY_SYNC_FAILED)
+        fresh = await self._snapshot(record, endpoints)
+        again, _ = self._resolve(conduit, fresh, endpoints, paths=paths)
+        step = (
+            Step.NOTHING_REMAINS
+            if again.is_empty(count_conflicts=False) or not paths
+            else Step.WORK_REMAINS
+        )
+        if step is Step.WORK_REMAINS:
+            logger.warning(
+                "verification_found_work",
+                conduit=conduit.name,
+                generation=generation.generation,
+                copies=again.count_files_copied(),
+                updates=again.count_updates(),
+                deletes=again.count_files_deleted(),
+            )
+        return await self._advance(generation, state, step)
+
+    async def _advance(
+        self, generation: GenerationRecord, state: Verification, step: Step
+    ) -> Verification:
+        new = advance(state, step)
+        async with self.tm.transaction() as tx:
+            await self.conduits.set_verification(
+                tx, generation.id, new.value, verified=new is Verification.VERIFIED
+            )
+        logger.info(
+            "verification_advanced",
+            generation=generation.generation,
+            state=new.value,
+            step=step.value,
+        )
+        return new
+
+    async def _write_baseline(
+        self,
+        tx: Any,
+        record: ConduitRecord,
+        generation: GenerationRecord,
+        endpoints: Endpoints,
+        operations: SyncOperations,
+        touched: set[bytes],
+    ) -> None:
+        source = await load_entry_map(tx, endpoints.source.id)
+        target = await load_entry_map(tx, endpoints.target.id)
+        upserts = {
+            e.relative_path: to_baseline(e, generation.generation)
+            for e in operations.baseline_updates
+        }
+        deletes = set(operations.baseline_deletes)
+        for path in touched:
+            s, t = source.get(path), target.get(path)
+            if s is None and t is None:
+                deletes.add(path)
+                upserts.pop(path, None)
+                continue
+            agreed = agreed_entry(s, t)
+            if agreed is not None:
+                upserts[path] = to_baseline(agreed, generation.generation)
+        await replace_baseline_paths(
+            tx, record.id, upserts.values(), deletes - set(upserts)
+        )
+
+    async def _interrupt(
+        self, generation: GenerationRecord, log: structlog.typing.FilteringBoundLogger
+    ) -> None:
+        with anyio.move_on_after(10):
+            async with self.tm.transaction() as tx:
+                await self.conduits.set_verification(
+                    tx,
+                    generation.id,
+                    Verification.FAILED_INTERRUPTED.value,
+                    verified=False,
+                )
+                await self.conduits.complete_generation(
+                    tx, generation.id, GenerationStatus.INTERRUPTED, "interrupted"
+                )
+            log.warning("generation_interrupted")
+
+
+def rules_for(conduit: ConduitConfig) -> IndexRules:
+    include = conduit.include if conduit.mode is SyncMode.SELECTIVE else ()
+    return IndexRules(conduit.ignore, include, use_index_rules=conduit.use_index_rules)
+
+
+def _side(entry: EntryRow | None) -> ConflictSide:
+    if entry is None:
+        return ConflictSide()
+    return ConflictSide(entry.kind, entry.size, entry.mtime_ns, entry.content_id)
+
+
+def _trash_rows(
+    conduit_id: int, generation: int, roots: Roots, outcomes: Sequence[JobOutcome]
+) -> list[TrashRow]:
+    rows = []
+    for outcome in outcomes:
+        item = outcome.trashed
+        if item is None:
+            continue
+        job = outcome.job
+        root = job.dst_root if hasattr(job, "dst_root") else job.root
+        rows.append(
+            TrashRow(
+                conduit_id=conduit_id,
+                generation=generation,
+                root=roots.side_of(root).value,
+                relative_path=item.relative_path,
+                trash_path=item.trash_rel,
+                reason=TrashRowReason(item.reason.value),
+                size=item.size,
+                mtime_ns=item.mtime_ns,
+                content_id=item.content_id,
+            )
+        )
+    return rows
