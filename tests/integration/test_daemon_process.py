@@ -243,6 +243,8 @@ def test_sd_notify_ready_watchdog_stopping(tmp_path: Path, config: Path) -> None
 
             receive_until("READY=1")
             receive_until("WATCHDOG=1")
+            # Until READY (the first scans), startup time is extended.
+            assert any("EXTEND_TIMEOUT_USEC=" in m for m in seen)
             daemon.signal(signal.SIGTERM)
             receive_until("STOPPING=1")
             assert daemon.wait_exit() == 0

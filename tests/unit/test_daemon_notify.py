@@ -7,6 +7,7 @@ import socket
 import sys
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -85,3 +86,24 @@ async def test_watchdog_pings_until_cancelled(
                 assert sock.recv(4096) == b"WATCHDOG=1"
                 pings += 1
         tg.cancel_scope.cancel()
+
+
+async def test_start_and_stop_timeouts_are_extended_while_asked(
+    receiver: tuple[str, socket.socket],
+) -> None:
+    address, sock = receiver
+    sock.setblocking(False)
+    extending = True
+    async with anyio.create_task_group() as tg:
+        await tg.start(
+            partial(run_watchdog, SdNotifier(address), extending=lambda: extending)
+        )
+        with anyio.fail_after(5):
+            await anyio.wait_readable(sock)
+        assert sock.recv(4096) == b"EXTEND_TIMEOUT_USEC=30000000"
+        tg.cancel_scope.cancel()
+
+
+async def test_without_a_listener_the_watchdog_task_ends_at_once() -> None:
+    with anyio.fail_after(5):
+        await run_watchdog(SdNotifier(None), extending=lambda: True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final, Protocol
 
 import anyio
@@ -22,6 +22,9 @@ logger = structlog.get_logger()
 NOTIFY_SOCKET_ENV: Final = "NOTIFY_SOCKET"
 WATCHDOG_USEC_ENV: Final = "WATCHDOG_USEC"
 WATCHDOG_PID_ENV: Final = "WATCHDOG_PID"
+# While starting or stopping, ask systemd for this much more time, this often.
+EXTEND_BY_S: Final = 30.0
+EXTEND_EVERY_S: Final = 10.0
 
 
 class Notifier(Protocol):
@@ -29,6 +32,11 @@ class Notifier(Protocol):
 
     def notify(self, message: str) -> bool:
         """Send one `KEY=value` message (lines joined by newline)."""
+        ...
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anyone listens (systemd set NOTIFY_SOCKET)."""
         ...
 
     @property
@@ -98,20 +106,27 @@ class SdNotifier:
 async def run_watchdog(
     notifier: Notifier,
     *,
+    extending: Callable[[], bool] = lambda: False,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Ping WATCHDOG=1 at the notifier's interval until cancelled.
 
-    Returns at once when no watchdog is armed. A loop that stalls stops the
-    pings, so systemd restarts a hung daemon: that is the point.
+    While `extending()` is true (starting: the first scans of a big tree can
+    outlast systemd's TimeoutStartSec; stopping) it also sends
+    EXTEND_TIMEOUT_USEC, so a live daemon is given more time and a hung one
+    still is not. A loop that stalls stops both: that is the point.
     """
     interval_s = notifier.watchdog_interval_s
+    tick_s = min(interval_s or EXTEND_EVERY_S, EXTEND_EVERY_S)
     task_status.started()
-    if interval_s is None:
+    if not notifier.enabled:
         return
     while True:
-        notifier.notify("WATCHDOG=1")
-        await anyio.sleep(interval_s)
+        if interval_s is not None:
+            notifier.notify("WATCHDOG=1")
+        if extending():
+            notifier.notify(f"EXTEND_TIMEOUT_USEC={int(EXTEND_BY_S * 1_000_000)}")
+        await anyio.sleep(tick_s)
 
 
 def _socket_address(address: str) -> str | bytes:

@@ -23,6 +23,7 @@ import enum
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -177,7 +178,9 @@ class Supervisor:
         async with anyio.create_task_group() as root:
             self._root = root
             await root.start(serve_signals, self, root)
-            await root.start(run_watchdog, self._notifier)
+            await root.start(
+                partial(run_watchdog, self._notifier, extending=self._extending)
+            )
             await root.start(ControlServer(self.state_dir, self.handlers()).serve, root)
             services = await root.start(self._run_services)
             self.state = RunState.STARTED
@@ -394,6 +397,10 @@ class Supervisor:
     def _post_scheduled(self, name: str) -> None:
         if self.state is RunState.STARTED:
             self.conduits.request(name, RunReason.SCHEDULE)
+
+    def _extending(self) -> bool:
+        """Starting or stopping: systemd's start/stop timeouts are extended."""
+        return self.state in (RunState.STARTING, RunState.STOPPING)
 
     def _status_line(self) -> str:
         running = len(self._conduits.names) if self._conduits else 0
