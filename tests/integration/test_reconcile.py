@@ -9,6 +9,7 @@ from conduitd.storage.conduits import ConduitManager, GenerationStatus
 from conduitd.storage.library import open_library
 from conduitd.storage.locations import ensure_location, upsert_root_entry
 from conduitd.storage.reconcile import reconcile_conduits
+from conduitd.storage.transactions import open_transaction_manager
 from helpers.cli import write_config
 
 
@@ -25,7 +26,8 @@ async def _one_generation(state: Path) -> None:
         manager = ConduitManager(library.db)
         record = await manager.get_by_name("photos")
         assert record is not None
-        async with library.db.transaction() as tx:
+        tm = await open_transaction_manager(library)
+        async with tm.transaction() as tx:
             generation = await manager.create_generation(tx, record.id)
             await manager.complete_generation(
                 tx, generation.id, GenerationStatus.COMPLETED
