@@ -103,6 +103,7 @@ async def test_domain_write_and_its_log_row_roll_back_together(
     async def write_then_fail() -> None:
         async with tm.transaction() as tx:
             await ensure_location(tx, str(library.device_id), Path("/data/a"))
+            await tx.write_log()
             assert await tx.fetch_all("SELECT id FROM sync_outbox")
             raise RuntimeError("boom")
 

@@ -58,13 +58,20 @@ class LoggedChange:
 
 
 class LoggedTransaction(Transaction):
-    """A library.db transaction that also writes outbox rows (`log_*`)."""
+    """A library.db transaction that also writes outbox rows (`log_*`).
+
+    Log rows are buffered and written with one statement just before the
+    commit (`TransactionManager.transaction` calls `write_log`): logging costs
+    no database round trip per record, and the rows still commit or roll back
+    with the domain writes.
+    """
 
     def __init__(self, inner: Transaction, device_id: str) -> None:
         # The same connection inside the same BEGIN IMMEDIATE: every statement
         # of Transaction works unchanged, and outbox rows join the domain write.
         super().__init__(inner._conn)
         self._device_id = device_id
+        self._rows: list[tuple[str, str, str, str, str, int, str]] = []
         self.changes: list[LoggedChange] = []
 
     async def log_change(self, record: Syncable, change_type: ChangeType) -> None:
@@ -74,31 +81,26 @@ class LoggedTransaction(Transaction):
     async def log_batch(
         self, records: Iterable[Syncable], change_type: ChangeType
     ) -> None:
-        """Log each record (meant for 10 to 1,000 of them) with one statement."""
+        """Log each record (meant for 10 to 1,000 of them): one entry each."""
         if change_type is ChangeType.BULK_INSERT:
             raise StorageError("bulk_insert entries are written by log_bulk")
         now = utc_now_text()
-        rows = []
+        change = change_type.value
         for record in records:
             record_id = str(record.record_uuid)
-            rows.append(
+            model, version = record.model_type, record.version
+            self._rows.append(
                 (
                     self._device_id,
                     now,
-                    record.model_type,
+                    model,
                     record_id,
-                    change_type.value,
-                    record.version,
+                    change,
+                    version,
                     record.to_sync_json(),
                 )
             )
-            self.changes.append(
-                LoggedChange(record.model_type, record_id, change_type, record.version)
-            )
-        if len(rows) == 1:
-            await self.execute(_OUTBOX_INSERT, rows[0])
-        elif rows:
-            await self.execute_many(_OUTBOX_INSERT, rows)
+            self.changes.append(LoggedChange(model, record_id, change_type, version))
 
     async def log_bulk(
         self,
@@ -120,21 +122,27 @@ class LoggedTransaction(Transaction):
         data = canonical_json(
             {"model_type": model_type, "count": count, "summary": dict(summary)}
         )
-        await self.execute(
-            _OUTBOX_INSERT,
+        bulk = ChangeType.BULK_INSERT
+        self._rows.append(
             (
                 self._device_id,
                 utc_now_text(),
                 model_type,
                 str(record_id),
-                ChangeType.BULK_INSERT.value,
+                bulk.value,
                 1,
                 data,
-            ),
+            )
         )
-        self.changes.append(
-            LoggedChange(model_type, str(record_id), ChangeType.BULK_INSERT, 1, count)
-        )
+        self.changes.append(LoggedChange(model_type, str(record_id), bulk, 1, count))
+
+    async def write_log(self) -> None:
+        """Write the buffered outbox rows (the TransactionManager calls this)."""
+        rows, self._rows = self._rows, []
+        if len(rows) == 1:
+            await self.execute(_OUTBOX_INSERT, rows[0])
+        elif rows:
+            await self.execute_many(_OUTBOX_INSERT, rows)
 
 
 @dataclass(slots=True)
@@ -162,6 +170,7 @@ class TransactionManager:
         async with self.library.db.transaction() as inner:
             tx = LoggedTransaction(inner, self._device_id)
             yield tx
+            await tx.write_log()
             crash_point("tm.after_domain_write")
         crash_point("tm.after_outbox_commit")
         if tx.changes:
