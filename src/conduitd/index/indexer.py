@@ -47,7 +47,7 @@ from conduitd.index.watcher import (
     watch_batches,
 )
 from conduitd.storage.database import Database
-from conduitd.storage.entries import load_entry_values
+from conduitd.storage.entries import EntryReader
 from conduitd.storage.library import Library
 from conduitd.storage.locations import LocationRecord, LocationState, get_location
 from conduitd.timeutil import utc_now_text
@@ -128,6 +128,7 @@ class Indexer:
         library: Library,
         *,
         tm: BulkLoggingManager | None = None,
+        limiter: anyio.CapacityLimiter | None = None,
         rescan_interval_s: float = DEFAULT_RESCAN_INTERVAL_S,
     ) -> Indexer:
         return cls(
@@ -135,6 +136,7 @@ class Indexer:
             library_uuid=library.uuid,
             device_id=library.device_id,
             tm=tm,
+            limiter=limiter,
             rescan_interval_s=rescan_interval_s,
         )
 
@@ -214,10 +216,13 @@ class Indexer:
         if not (self.watching(location_id) and record.state is LocationState.READY):
             await self._advance(record, IndexStep.SCAN_STARTED)
         record, st = await self._claim_root(record, judgement, found.st)
-        old = await load_entry_values(self.db, location_id)
         changes = ChangeSet()
-        start = DirTask(b"", values_from_stat(st, DIRECTORY, None), old.get(b""))
-        await self.scanner.collect(record.root, st.st_dev, start, old, changes)
+        start = DirTask(b"", values_from_stat(st, DIRECTORY, None))
+        reader = EntryReader(self.db.path, location_id)
+        try:
+            await self.scanner.collect(record.root, st.st_dev, start, reader, changes)
+        finally:
+            reader.close()
         counts, deleted = await self.store.write_changes(record, changes)
         self._publish(location_id, changes, deleted)
         changes.log_warnings(location_id)
@@ -259,9 +264,13 @@ class Indexer:
         started = time.perf_counter()
         if record.st_dev is None:  # never scanned: nothing to refresh against
             return await self._scan_locked(record.id)
-        changes = await self.scanner.refresh(
-            self.db, record.id, record.root, record.st_dev, paths
-        )
+        reader = EntryReader(self.db.path, record.id)
+        try:
+            changes = await self.scanner.refresh(
+                self.db, record.id, record.root, record.st_dev, paths, reader
+            )
+        finally:
+            reader.close()
         counts, deleted = await self.store.write_changes(
             record, changes, batch_rows=None
         )

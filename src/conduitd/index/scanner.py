@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 import anyio
 import structlog
@@ -23,11 +23,11 @@ from conduitd.index.hashing import (
     HashStatus,
     hash_files,
 )
+from conduitd.index.planner import ListingResult, Planner
 from conduitd.index.walk import (
     DIRECTORY,
     FILE,
     DirTask,
-    ListingResult,
     Probe,
     ScanWarning,
     absolute,
@@ -46,7 +46,6 @@ from conduitd.storage.entries import (
     Reader,
     fetch_entry_values,
     is_within,
-    load_entry_values,
     parent_path,
 )
 
@@ -60,12 +59,15 @@ WARNINGS_LOGGED: Final = 20
 
 @dataclass(slots=True)
 class ChangeSet:
-    """Rows to write for one location: upserts, single deletes, subtree deletes."""
+    """Rows to write for one location: upserts, single deletes, subtree deletes,
+    and the listing digests of the directories walked."""
 
     upserts: dict[bytes, EntryValues] = field(default_factory=dict)
     added: set[bytes] = field(default_factory=set)
     removed: set[bytes] = field(default_factory=set)
     removed_subtrees: set[bytes] = field(default_factory=set)
+    digests: dict[bytes, bytes | None] = field(default_factory=dict)
+    dirty: set[bytes] = field(default_factory=set)
     unchanged: int = 0
     unreadable: int = 0
     skipped: int = 0
@@ -74,6 +76,12 @@ class ChangeSet:
     warnings: list[ScanWarning] = field(default_factory=list)
 
     def upsert(self, path: bytes, values: EntryValues, old: EntryValues | None) -> None:
+        """Plan a row; a later plan for the same path replaces an earlier one,
+        and a row equal to the old one is not written."""
+        if values == old:
+            self.upserts.pop(path, None)
+            self.added.discard(path)
+            return
         if old is None:
             self.added.add(path)
         self.upserts[path] = values
@@ -83,6 +91,23 @@ class ChangeSet:
         self.upserts.pop(path, None)
         self.added.discard(path)
         self.removed.add(path)
+
+    def remove_subtree(self, path: bytes) -> None:
+        self.remove(path)
+        self.removed.discard(path)
+        self.removed_subtrees.add(path)
+
+    def forget(self, path: bytes) -> None:
+        """Drop what was planned for a path that vanished before any write."""
+        self.upserts.pop(path, None)
+        self.added.discard(path)
+
+    def final_digests(self) -> dict[bytes, bytes | None]:
+        """Digests to store: none for directories with an unclean child."""
+        return {
+            path: None if path in self.dirty else digest
+            for path, digest in self.digests.items()
+        }
 
     @property
     def empty(self) -> bool:
@@ -105,6 +130,50 @@ class ChangeSet:
             )
 
 
+class RowSource(Protocol):
+    """Where a walk finds the index rows to compare with (blocking calls)."""
+
+    def directories(
+        self, prefix: bytes | None = None
+    ) -> dict[bytes, tuple[EntryValues, bytes | None]]: ...
+
+    def row(self, path: bytes) -> EntryValues | None: ...
+
+    def children(self, directories: Iterable[bytes]) -> dict[bytes, EntryValues]: ...
+
+
+class MemoryRows:
+    """Rows held in memory (a dry run's scan): no listing digests."""
+
+    def __init__(self, rows: dict[bytes, EntryValues]) -> None:
+        self._rows = rows
+        self._by_parent: dict[bytes, list[bytes]] | None = None
+
+    def directories(
+        self, prefix: bytes | None = None
+    ) -> dict[bytes, tuple[EntryValues, bytes | None]]:
+        return {
+            path: (values, None)
+            for path, values in self._rows.items()
+            if values[KIND] == DIRECTORY and is_within(path, prefix or b"")
+        }
+
+    def row(self, path: bytes) -> EntryValues | None:
+        return self._rows.get(path)
+
+    def children(self, directories: Iterable[bytes]) -> dict[bytes, EntryValues]:
+        if self._by_parent is None:
+            self._by_parent = {}
+            for path in self._rows:
+                if path:
+                    self._by_parent.setdefault(parent_path(path), []).append(path)
+        found: dict[bytes, EntryValues] = {}
+        for directory in directories:
+            for path in self._by_parent.get(directory, ()):
+                found[path] = self._rows[path]
+        return found
+
+
 class TreeScanner:
     """Computes index changes for one root; shares the indexer's limiter."""
 
@@ -116,28 +185,53 @@ class TreeScanner:
         root: bytes,
         root_dev: int,
         start: DirTask,
-        old: dict[bytes, EntryValues],
+        rows: RowSource | dict[bytes, EntryValues],
         changes: ChangeSet,
     ) -> None:
-        """Walk `start` and its subtree, comparing with `old` (consumed).
+        """Walk `start` and its subtree and compare with the index.
 
-        `old` holds the rows of that subtree (`start` included); what is left
-        of it after the walk, outside unreadable subtrees, has vanished.
+        Args:
+            rows: where the subtree's rows are read (an `EntryReader`), or the
+                rows themselves, in memory.
         """
-        old.pop(start.relative_path, None)
-        _plan_directory(start, changes)
-        kept: list[bytes] = []
+        source: RowSource = MemoryRows(rows) if isinstance(rows, dict) else rows
+        prefix = start.relative_path
+        directories = await anyio.to_thread.run_sync(
+            source.directories, prefix, limiter=self._limiter
+        )
+        known = directories.get(prefix)
+        if known is not None:
+            start_row: EntryValues | None = known[0]
+        else:
+            start_row = await anyio.to_thread.run_sync(
+                source.row, prefix, limiter=self._limiter
+            )
+        planner = Planner(root_dev, directories)
+        _merge(planner.plan_start(start, start_row), changes)
         pending: list[tuple[bytes, EntryValues, EntryValues | None]] = []
         async with anyio.create_task_group() as tg:
             frontier = [start]
             while frontier:
-                results = await self._list_level(root, frontier, root_dev, old)
-                frontier = []
-                for result in results:
-                    _merge_listing(result, changes, kept, frontier, pending)
-                self._start_hashing(tg, root, root_dev, pending, changes, final=False)
+                subdirs: list[DirTask] = []
+                for i in range(0, len(frontier), DIRS_PER_CALL):
+                    chunk = frontier[i : i + DIRS_PER_CALL]
+                    result, found = await anyio.to_thread.run_sync(
+                        _step,
+                        root,
+                        root_dev,
+                        chunk,
+                        planner,
+                        source,
+                        limiter=self._limiter,
+                    )
+                    _merge(result, changes)
+                    pending += result.to_hash
+                    subdirs += found
+                    self._start_hashing(
+                        tg, root, root_dev, pending, changes, final=False
+                    )
+                frontier = subdirs
             self._start_hashing(tg, root, root_dev, pending, changes, final=True)
-        _remove_vanished(old, kept, start.relative_path, changes)
 
     async def refresh(
         self,
@@ -146,8 +240,14 @@ class TreeScanner:
         root: bytes,
         root_dev: int,
         paths: Iterable[bytes],
+        source: RowSource,
     ) -> ChangeSet:
-        """Re-stat watched paths (and their parents); scan new directories."""
+        """Re-stat watched paths (and their parents); scan new directories.
+
+        Args:
+            db: the index, for the rows of the probed paths.
+            source: the index again, for the walks of new directories.
+        """
         changes = ChangeSet()
         wanted = {p for p in paths if p and not is_conduitd_path(p)}
         wanted |= {parent_path(p) for p in wanted}
@@ -163,29 +263,11 @@ class TreeScanner:
                 if p.values
             ]
             self._start_hashing(tg, root, root_dev, pending, changes, final=True)
-            for task in plan.subtrees:
-                tg.start_soon(
-                    self._collect_subtree,
-                    db,
-                    location_id,
-                    root,
-                    root_dev,
-                    task,
-                    changes,
-                )
+        # New directories one after the other: `source` serves one thread at a
+        # time.
+        for task in plan.subtrees:
+            await self.collect(root, root_dev, task, source, changes)
         return changes
-
-    async def _collect_subtree(
-        self,
-        db: Reader,
-        location_id: int,
-        root: bytes,
-        root_dev: int,
-        task: DirTask,
-        changes: ChangeSet,
-    ) -> None:
-        old = await load_entry_values(db, location_id, prefix=task.relative_path)
-        await self.collect(root, root_dev, task, old, changes)
 
     async def _probe_with_ancestors(
         self,
@@ -218,33 +300,6 @@ class TreeScanner:
                 ):
                     todo.add(parent)
         return probes, rows
-
-    async def _list_level(
-        self,
-        root: bytes,
-        frontier: list[DirTask],
-        root_dev: int,
-        old: dict[bytes, EntryValues],
-    ) -> list[ListingResult]:
-        workers = max(1, int(self._limiter.total_tokens))
-        size = max(1, min(DIRS_PER_CALL, -(-len(frontier) // (2 * workers))))
-        chunks = [frontier[i : i + size] for i in range(0, len(frontier), size)]
-        results: list[ListingResult] = []
-
-        async def run(chunk: list[DirTask]) -> None:
-            results.append(
-                await anyio.to_thread.run_sync(
-                    list_directories, root, chunk, root_dev, old, limiter=self._limiter
-                )
-            )
-
-        if len(chunks) == 1:
-            await run(chunks[0])
-            return results
-        async with anyio.create_task_group() as tg:
-            for chunk in chunks:
-                tg.start_soon(run, chunk)
-        return results
 
     def _start_hashing(
         self,
@@ -291,34 +346,40 @@ class TreeScanner:
             _merge_hash(path, listed, old, outcome, changes)
 
 
-def _plan_directory(task: DirTask, changes: ChangeSet) -> None:
-    old = task.old
-    if old is None or not same_metadata(old, task.values) or old[UNREADABLE]:
-        changes.upsert(task.relative_path, task.values, old)
-    else:
-        changes.unchanged += 1
+def _step(
+    root: bytes,
+    root_dev: int,
+    tasks: list[DirTask],
+    planner: Planner,
+    rows: RowSource,
+) -> tuple[ListingResult, list[DirTask]]:
+    """One worker-thread call of a walk: list directories, load the rows of
+    the children of those that changed, compare."""
+    listings, subdirs = list_directories(root, tasks, root_dev, planner.stored)
+    changed = [
+        listing.task.relative_path
+        for listing in listings
+        if not (listing.same or listing.vanished or listing.error is not None)
+        and listing.task.relative_path in planner.directories
+    ]
+    old = rows.children(changed) if changed else {}
+    return planner.plan(listings, old), subdirs
 
 
-def _merge_listing(
-    result: ListingResult,
-    changes: ChangeSet,
-    kept: list[bytes],
-    frontier: list[DirTask],
-    pending: list[tuple[bytes, EntryValues, EntryValues | None]],
-) -> None:
+def _merge(result: ListingResult, changes: ChangeSet) -> None:
+    # Subtree removals first: a vanished directory drops what its parent's
+    # listing planned for it; a replaced one keeps its new row.
+    for path in result.removed_subtrees:
+        changes.remove_subtree(path)
+    changes.removed_subtrees.update(result.replaced_subtrees)
+    for path in result.forgotten:
+        changes.forget(path)
     for path, (values, old) in result.upserts.items():
         changes.upsert(path, values, old)
-    for path, had_row in result.vanished:
-        if had_row:
-            changes.remove(path)
-        else:
-            changes.upserts.pop(path, None)
-            changes.added.discard(path)
-    for task in result.subdirs:
-        _plan_directory(task, changes)
-        frontier.append(task)
-    pending.extend(result.to_hash)
-    kept.extend(result.kept_subtrees)
+    for path in result.removed:
+        changes.remove(path)
+    changes.digests.update(result.digests)
+    changes.dirty |= result.dirty
     changes.unchanged += result.unchanged
     changes.unreadable += result.unreadable
     changes.skipped += result.skipped
@@ -332,6 +393,11 @@ def _merge_hash(
     outcome: HashOutcome,
     changes: ChangeSet,
 ) -> None:
+    if outcome.status is not HashStatus.OK or (
+        outcome.values is not None and outcome.values[:6] != listed[:6]
+    ):
+        # Not indexed as listed: the parent's listing digest must not be kept.
+        changes.dirty.add(parent_path(path))
     if outcome.status is HashStatus.OK:
         assert outcome.values is not None  # set with OK
         changes.hashed_files += 1
@@ -343,6 +409,8 @@ def _merge_hash(
     elif outcome.status is HashStatus.VANISHED:
         if old is not None:
             changes.remove(path)
+        else:
+            changes.forget(path)
     elif outcome.status is HashStatus.UNREADABLE:
         changes.unreadable += 1
         changes.warnings.append(
@@ -353,17 +421,6 @@ def _merge_hash(
             changes.upsert(path, flagged(base), old)
     # NOT_REGULAR: it changed kind while we looked; the old row stays and the
     # watcher (or the next scan) sees the new thing.
-
-
-def _remove_vanished(
-    old: dict[bytes, EntryValues], kept: list[bytes], start: bytes, changes: ChangeSet
-) -> None:
-    for path in old:
-        if path == b"" or path == start:
-            continue
-        if kept and any(is_within(path, k) for k in kept):
-            continue
-        changes.remove(path)
 
 
 @dataclass(slots=True)
@@ -417,7 +474,7 @@ def _plan_probes(
             plan.files.append(probe)
         elif values[KIND] == DIRECTORY:
             if old is None or old[INODE] != values[INODE] or old[UNREADABLE]:
-                plan.subtrees.append(DirTask(path, values, old))
+                plan.subtrees.append(DirTask(path, values))
                 covered.append(path)
             elif not same_metadata(old, values):
                 changes.upsert(path, values, old)

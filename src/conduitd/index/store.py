@@ -19,9 +19,12 @@ from conduitd.storage.database import Database
 from conduitd.storage.entries import (
     EntryValues,
     Writer,
+    clear_listing_digests,
     delete_entries,
     delete_subtree,
     entry_totals,
+    parent_path,
+    set_listing_digests,
     upsert_entries,
 )
 from conduitd.storage.locations import (
@@ -119,6 +122,11 @@ class IndexStore:
             counts, gone = await self._commit_batch(location, batch)
             total += counts
             deleted += gone
+        # Last, once every row they vouch for is committed.
+        digests = changes.final_digests()
+        if digests:
+            async with self.db.transaction() as tx:
+                await set_listing_digests(tx, location.id, digests.items())
         return total, deleted
 
     async def _commit_batch(
@@ -184,6 +192,12 @@ async def _apply_batch(
     await delete_entries(tx, location_id, batch.removed)
     deleted += batch.removed
     await upsert_entries(tx, location_id, batch.upserts)
+    # Children written: their parents' listing digests no longer vouch for them
+    # (a scan stores fresh ones after its last batch).
+    written = [p for p, _ in batch.upserts]
+    await clear_listing_digests(
+        tx, location_id, {parent_path(p) for p in (*written, *deleted) if p}
+    )
     # A path deleted with its subtree and written again (a directory that became
     # a file) counts as updated, not as removed and added.
     rewritten = {p for p, _ in batch.upserts}

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Sequence
+import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
+
+import blake3
 
 from conduitd.index.marker import CONDUITD_DIR
 from conduitd.storage.entries import (
@@ -100,180 +103,161 @@ class ScanWarning:
 
 @dataclass(slots=True)
 class DirTask:
-    """A directory to list: its path, its fresh values and its old row."""
+    """A directory to list, with its fresh metadata.
+
+    `old` is accepted for callers of the first version and ignored: the old
+    rows come from the scan's row source.
+    """
 
     relative_path: bytes
     values: EntryValues
-    old: EntryValues | None
+    old: EntryValues | None = None
 
 
 @dataclass(slots=True)
-class ListingResult:
-    """What one worker call found; merged on the event loop."""
+class Listing:
+    """One directory as the walk saw it, not yet compared with the index."""
 
-    # path -> (values, old row or None); rows whose metadata changed
-    upserts: dict[bytes, tuple[EntryValues, EntryValues | None]] = field(
-        default_factory=dict
-    )
-    # files to hash: (path, listed values, old row or None)
-    to_hash: list[tuple[bytes, EntryValues, EntryValues | None]] = field(
+    task: DirTask
+    # (child path, lstat result, symlink target for symlinks); emptied when the
+    # listing matched its stored digest (nothing to compare)
+    entries: list[tuple[bytes, os.stat_result, bytes | None]] = field(
         default_factory=list
     )
-    subdirs: list[DirTask] = field(default_factory=list)
-    # directories whose old subtree rows must be kept as they are
-    kept_subtrees: list[bytes] = field(default_factory=list)
-    # listed earlier, gone now: (path, had a row)
-    vanished: list[tuple[bytes, bool]] = field(default_factory=list)
-    unchanged: int = 0
-    unreadable: int = 0
-    skipped: int = 0
-    warnings: list[ScanWarning] = field(default_factory=list)
+    unstatable: list[tuple[bytes, str]] = field(default_factory=list)
+    error: str | None = None  # the directory could not be listed
+    vanished: bool = False  # it was gone when its turn came
+    # BLAKE3 of the children's names and metadata in listing order; None when
+    # a child is special, a mount point or could not be stat-ed
+    digest: bytes | None = None
+    same: bool = False  # digest equals the stored one: every child unchanged
+    count: int = 0
+
+
+# One child in the digest: name length, symlink target length, kind, size,
+# mtime_ns, ctime_ns, inode, mode, then the name and the target. The lengths
+# make the concatenation unambiguous.
+_DIGEST_ROW: Final = struct.Struct("<HHBqqqQq")
 
 
 def list_directories(
     root: bytes,
     tasks: Sequence[DirTask],
     root_dev: int,
-    old: dict[bytes, EntryValues],
-) -> ListingResult:
-    """List directories, compare each child with its old row, plan the work.
+    stored: Mapping[bytes, bytes | None],
+) -> tuple[list[Listing], list[DirTask]]:
+    """List directories (in a worker thread); return them and the
+    subdirectories to list next (mount points are not among them).
 
-    `old` is shared by the scan's workers: each child's row is popped from it
-    (atomic under the GIL), so what remains after the walk has vanished, except
-    under `kept_subtrees`.
+    `stored` maps directories to the listing digest recorded by the last scan.
     """
-    result = ListingResult()
-    for task in tasks:
-        _list_one(root, task, root_dev, old, result)
-    return result
+    subdirs: list[DirTask] = []
+    listings = [_list_one(root, task, root_dev, subdirs, stored) for task in tasks]
+    return listings, subdirs
 
 
 def _list_one(
     root: bytes,
     task: DirTask,
     root_dev: int,
-    old: dict[bytes, EntryValues],
-    result: ListingResult,
-) -> None:
+    subdirs: list[DirTask],
+    stored: Mapping[bytes, bytes | None],
+) -> Listing:
+    listing = Listing(task)
     rel = task.relative_path
+    prefix = rel + b"/" if rel else b""
     try:
-        with os.scandir(absolute(root, rel)) as entries:
-            children = [(e.name, e) for e in entries]
+        with os.scandir(absolute(root, rel)) as it:
+            entries = list(it)
     except (FileNotFoundError, NotADirectoryError):
-        result.vanished.append((rel, task.old is not None))
-        return
+        listing.vanished = True
+        return listing
     except OSError as exc:
-        _keep_unreadable_dir(task, result, str(exc))
-        return
-    for name, entry in children:
+        listing.error = str(exc)
+        return listing
+    append = listing.entries.append
+    pack = _DIGEST_ROW.pack
+    parts: list[bytes] = []
+    clean = True
+    for entry in entries:
+        name = entry.name
         if name == CONDUITD_DIR:
             continue
-        child = join(rel, name)
+        child = prefix + name
         try:
             st = entry.stat(follow_symlinks=False)
         except FileNotFoundError:
             continue
         except OSError as exc:
-            _keep_unstatable(child, old.pop(child, None), result, str(exc))
+            listing.unstatable.append((child, str(exc)))
+            clean = False
             continue
-        _plan_child(root, child, st, root_dev, old.pop(child, None), result)
-
-
-def _keep_unreadable_dir(task: DirTask, result: ListingResult, detail: str) -> None:
-    base = task.old if task.old is not None else task.values
-    if task.old is None or task.old[8] == 0:
-        result.upserts[task.relative_path] = (flagged(base), task.old)
-    result.kept_subtrees.append(task.relative_path)
-    result.unreadable += 1
-    result.warnings.append(
-        ScanWarning("directory_unreadable", task.relative_path, detail)
-    )
-
-
-def _keep_unstatable(
-    child: bytes, old_row: EntryValues | None, result: ListingResult, detail: str
-) -> None:
-    result.unreadable += 1
-    result.warnings.append(ScanWarning("entry_unreadable", child, detail))
-    if old_row is None:
-        return
-    if old_row[8] == 0:
-        result.upserts[child] = (flagged(old_row), old_row)
-    if old_row[KIND] == DIRECTORY:
-        result.kept_subtrees.append(child)
-
-
-def _plan_child(
-    root: bytes,
-    child: bytes,
-    st: os.stat_result,
-    root_dev: int,
-    old_row: EntryValues | None,
-    result: ListingResult,
-) -> None:
-    mode = st.st_mode
-    if st.st_dev != root_dev:
-        _skip_mount_point(child, st, old_row, result)
-        return
-    if stat.S_ISREG(mode):
-        new = values_from_stat(st, FILE, None)
-        if needs_hash(old_row, new):
-            result.to_hash.append((child, new, old_row))
-        elif old_row is not None and old_row[:6] != new[:6]:
-            result.upserts[child] = ((*new[:6], old_row[6], None, 0), old_row)
+        mode = st.st_mode
+        target = None
+        if st.st_dev != root_dev:
+            clean = False
+        elif stat.S_ISREG(mode):
+            parts.append(
+                pack(
+                    len(name),
+                    0,
+                    FILE,
+                    st.st_size,
+                    st.st_mtime_ns,
+                    st.st_ctime_ns,
+                    st.st_ino,
+                    mode,
+                )
+            )
+            parts.append(name)
+        elif stat.S_ISDIR(mode):
+            subdirs.append(DirTask(child, values_from_stat(st, DIRECTORY, None)))
+            parts.append(
+                pack(
+                    len(name),
+                    0,
+                    DIRECTORY,
+                    0,
+                    st.st_mtime_ns,
+                    st.st_ctime_ns,
+                    st.st_ino,
+                    mode,
+                )
+            )
+            parts.append(name)
+        elif stat.S_ISLNK(mode):
+            try:
+                target = os.readlink(entry.path)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                listing.unstatable.append((child, str(exc)))
+                clean = False
+                continue
+            parts.append(
+                pack(
+                    len(name),
+                    len(target),
+                    SYMLINK,
+                    st.st_size,
+                    st.st_mtime_ns,
+                    st.st_ctime_ns,
+                    st.st_ino,
+                    mode,
+                )
+            )
+            parts.append(name + target)
         else:
-            result.unchanged += 1
-        return
-    if stat.S_ISDIR(mode):
-        new = values_from_stat(st, DIRECTORY, None)
-        result.subdirs.append(DirTask(child, new, old_row))
-    elif stat.S_ISLNK(mode):
-        try:
-            target = os.readlink(absolute(root, child))
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            _keep_unstatable(child, old_row, result, str(exc))
-            return
-        new = values_from_stat(st, SYMLINK, target)
-    else:
-        result.skipped += 1
-        result.warnings.append(ScanWarning("special_file_skipped", child, _kind(mode)))
-        if old_row is not None:  # a file or directory became a fifo, socket...
-            result.vanished.append((child, True))
-        return
-    if old_row is None or not same_metadata(old_row, new) or old_row[8] != 0:
-        result.upserts[child] = (new, old_row)
-    else:
-        result.unchanged += 1
-
-
-def _skip_mount_point(
-    child: bytes, st: os.stat_result, old_row: EntryValues | None, result: ListingResult
-) -> None:
-    # Not crossed (DESIGN.md Jobs): a directory is recorded, flagged unreadable,
-    # so that nothing under it is ever deleted or overwritten on either side.
-    result.skipped += 1
-    result.warnings.append(
-        ScanWarning("mount_point_skipped", child, f"st_dev {st.st_dev}")
-    )
-    if stat.S_ISDIR(st.st_mode):
-        base = old_row if old_row is not None else values_from_stat(st, DIRECTORY, None)
-        if old_row is None or old_row[8] == 0:
-            result.upserts[child] = (flagged(base), old_row)
-        result.kept_subtrees.append(child)
-    elif old_row is not None and old_row[8] == 0:
-        result.upserts[child] = (flagged(old_row), old_row)
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "fifo"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "device"
-    return "unknown"
+            clean = False
+        append((child, st, target))
+    listing.count = len(listing.entries)
+    if clean:
+        digest = blake3.blake3(b"".join(parts)).digest()
+        listing.digest = digest
+        if stored.get(rel) == digest:
+            listing.same = True
+            listing.entries = []
+    return listing
 
 
 @dataclass(slots=True)

@@ -11,10 +11,18 @@ microseconds per instance. `load_entry_map` builds `EntryRow`s for the resolver.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Final, Protocol, TypeAlias
 
-from conduitd.storage.database import Row, SqlParam, SqlParams
+from conduitd.storage.database import (
+    BUSY_TIMEOUT_MS,
+    Row,
+    SqlParam,
+    SqlParams,
+    storage_errors,
+)
 from conduitd.storage.models import EntryKind, EntryRow
 
 # (kind, size, mtime_ns, ctime_ns, inode, mode, content_id, symlink_target,
@@ -125,6 +133,151 @@ async def load_entry_values(
         params += [prefix, low, high]
     rows = await db.fetch_all(sql, params)
     return {row[0]: row[1:] for row in rows}
+
+
+def _subtree_clause(prefix: bytes | None) -> tuple[str, list[SqlParam]]:
+    if not prefix:
+        return "", []
+    low, high = _subtree_bounds(prefix)
+    clause = " AND (relative_path = ? OR (relative_path >= ? AND relative_path < ?))"
+    return clause, [prefix, low, high]
+
+
+class EntryReader:
+    """Blocking reads of one location's rows on a read-only connection of its
+    own, for worker threads (one thread at a time).
+
+    The rows become Python objects off the event loop; WAL readers see the last
+    committed state and never block the writer.
+    """
+
+    def __init__(self, db_path: Path, location_id: int) -> None:
+        self._uri = f"{db_path.resolve().as_uri()}?mode=ro"
+        self._location_id = location_id
+        self._conn: sqlite3.Connection | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            with storage_errors(f"cannot open {self._uri}"):
+                self._conn = sqlite3.connect(
+                    self._uri,
+                    uri=True,
+                    timeout=BUSY_TIMEOUT_MS / 1000,
+                    check_same_thread=False,
+                )
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def values(self, prefix: bytes | None = None) -> dict[bytes, EntryValues]:
+        """Every row (of `prefix` and its subtree)."""
+        clause, params = _subtree_clause(prefix)
+        sql = f"SELECT relative_path, {_VALUE_COLUMNS} FROM entry WHERE location_id = ?"
+        with storage_errors("read entries"):
+            cursor = self._connection().execute(
+                sql + clause, [self._location_id, *params]
+            )
+            return {row[0]: row[1:] for row in cursor}
+
+    def row(self, path: bytes) -> EntryValues | None:
+        with storage_errors("read entry"):
+            found = (
+                self._connection()
+                .execute(
+                    f"SELECT {_VALUE_COLUMNS} FROM entry"
+                    " WHERE location_id = ? AND relative_path = ?",
+                    (self._location_id, path),
+                )
+                .fetchone()
+            )
+        return None if found is None else found
+
+    def directories(
+        self, prefix: bytes | None = None
+    ) -> dict[bytes, tuple[EntryValues, bytes | None]]:
+        """Directory rows (of `prefix` and its subtree) with their listing digests."""
+        clause, params = _subtree_clause(prefix)
+        sql = (
+            f"SELECT relative_path, listing_digest, {_VALUE_COLUMNS} FROM entry"
+            " WHERE location_id = ? AND kind = ?"
+        )
+        with storage_errors("read directories"):
+            cursor = self._connection().execute(
+                sql + clause,
+                [self._location_id, int(EntryKind.DIRECTORY), *params],
+            )
+            return {row[0]: (row[2:], row[1]) for row in cursor}
+
+    def children(self, directories: Iterable[bytes]) -> dict[bytes, EntryValues]:
+        """The rows directly under each directory (one range query each).
+
+        By path, not by `parent_id`: a row is found wherever it hangs.
+        """
+        found: dict[bytes, EntryValues] = {}
+        conn = self._connection()
+        with storage_errors("read children"):
+            for directory in directories:
+                if directory:
+                    low, high = _subtree_bounds(directory)
+                    cursor = conn.execute(
+                        _CHILDREN, (self._location_id, low, high, len(low) + 1)
+                    )
+                else:
+                    cursor = conn.execute(_TOP_LEVEL, (self._location_id,))
+                for row in cursor:
+                    found[row[0]] = row[1:]
+        return found
+
+
+_CHILDREN: Final = (
+    f"SELECT relative_path, {_VALUE_COLUMNS} FROM entry WHERE location_id = ?"
+    " AND relative_path >= ? AND relative_path < ?"
+    " AND instr(substr(relative_path, ?), x'2f') = 0"
+)
+_TOP_LEVEL: Final = (
+    f"SELECT relative_path, {_VALUE_COLUMNS} FROM entry WHERE location_id = ?"
+    " AND relative_path != x'' AND instr(relative_path, x'2f') = 0"
+)
+
+
+def read_entry_values(
+    db_path: Path, location_id: int, prefix: bytes | None = None
+) -> dict[bytes, EntryValues]:
+    """`load_entry_values` on a read-only connection of its own (blocking)."""
+    reader = EntryReader(db_path, location_id)
+    try:
+        return reader.values(prefix)
+    finally:
+        reader.close()
+
+
+async def set_listing_digests(
+    tx: Writer, location_id: int, digests: Iterable[tuple[bytes, bytes | None]]
+) -> None:
+    """Record the listing digests a scan computed (None: unknown)."""
+    params: list[SqlParams] = [(d, location_id, p) for p, d in digests]
+    if params:
+        await tx.execute_many(
+            "UPDATE entry SET listing_digest = ?"
+            " WHERE location_id = ? AND relative_path = ?",
+            params,
+        )
+
+
+async def clear_listing_digests(
+    tx: Writer, location_id: int, directories: Iterable[bytes]
+) -> None:
+    """Forget the listing digests of directories whose children were written."""
+    params: list[SqlParams] = [(location_id, d) for d in set(directories)]
+    if params:
+        await tx.execute_many(
+            "UPDATE entry SET listing_digest = NULL WHERE location_id = ?"
+            " AND relative_path = ? AND listing_digest IS NOT NULL",
+            params,
+        )
 
 
 async def fetch_entry_values(

@@ -187,7 +187,16 @@ LOCATION_MARKER_FLAG: Final = """
 ALTER TABLE location ADD COLUMN has_marker INTEGER NOT NULL DEFAULT 0;
 """
 
+# Index (issue 4): a digest of a directory's listing as last indexed (names and
+# lstat metadata of its children). An unchanged rescan compares it with the
+# digest of the live listing and skips loading and comparing the children's
+# rows. NULL whenever a child row is written outside a scan.
+ENTRY_LISTING_DIGEST: Final = """
+ALTER TABLE entry ADD COLUMN listing_digest BLOB;
+"""
+
 LIBRARY_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "initial library schema", INITIAL),
     Migration(201, "location marker flag", LOCATION_MARKER_FLAG),
+    Migration(202, "entry listing digest", ENTRY_LISTING_DIGEST),
 )
