@@ -135,7 +135,14 @@ def daemon(ctx: CliContext) -> None:
     try:
         import anyio
 
-        anyio.run(run_daemon, config)
+        from conduitd.daemon.sync_engine import SyncEngine
+
+        engine = SyncEngine(config)
+
+        async def main() -> None:
+            await run_daemon(config, run_factory=engine.factory())
+
+        anyio.run(main)
     except ConduitdError as error:
         fail(error, as_json=False)
 

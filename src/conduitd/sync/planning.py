@@ -85,6 +85,19 @@ def build_jobs(
     return jobs
 
 
+def written_paths(jobs: Iterable[Job], roots: Roots) -> dict[Side, set[bytes]]:
+    """Per root, the relative paths the jobs may create, replace or remove."""
+    written: dict[Side, set[bytes]] = {Side.SOURCE: set(), Side.TARGET: set()}
+    for job in jobs:
+        if isinstance(job, CopyJob):
+            written[roots.side_of(job.dst_root)].add(job.dest_rel)
+        elif isinstance(job, DeleteJob):
+            written[roots.side_of(job.root)].add(job.rel)
+        else:
+            written[roots.side_of(job.root)].add(job.rel)
+    return written
+
+
 def touched_paths(operations: SyncOperations) -> set[bytes]:
     """Every relative path a run may change, on either side."""
     paths: set[bytes] = set()

@@ -56,8 +56,14 @@ from conduitd.sync.endpoints import (
     ensure_roots,
     wait_ready,
 )
-from conduitd.sync.operations import Conflict, SyncOperations, to_baseline
-from conduitd.sync.planning import Roots, build_jobs, plan_document, touched_paths
+from conduitd.sync.operations import Conflict, Side, SyncOperations, to_baseline
+from conduitd.sync.planning import (
+    Roots,
+    build_jobs,
+    plan_document,
+    touched_paths,
+    written_paths,
+)
 from conduitd.sync.resolver import (
     agreed_entry,
     resolve_bidirectional,
@@ -70,7 +76,8 @@ from conduitd.timeutil import utc_now
 
 logger = structlog.get_logger()
 
-ExpectWrites = Callable[[str, Collection[bytes]], None]
+ExpectWrites = Callable[[str, Side, Collection[bytes]], None]
+ReportProgress = Callable[[str, "ActiveRun"], None]
 
 
 class Disabled(SafetyRefusal):
@@ -140,6 +147,7 @@ class FileSyncService:
         transfer_limiter: the daemon-wide `max_parallel_transfers`.
         expect_writes: told which paths a run is about to write on which root,
             so the daemon can tell its own writes from a user's.
+        report_progress: told of a running generation's progress.
     """
 
     def __init__(
@@ -153,6 +161,7 @@ class FileSyncService:
         transfer_limiter: anyio.CapacityLimiter | None = None,
         runner: TransferRunner | None = None,
         expect_writes: ExpectWrites | None = None,
+        report_progress: ReportProgress | None = None,
     ) -> None:
         self.library = library
         self.tm = tm
@@ -164,6 +173,7 @@ class FileSyncService:
         )
         self.runner = runner or TransferRunner(durability=Durability.SYNCFS)
         self.expect_writes = expect_writes
+        self.report_progress = report_progress
         self.conduits = ConduitManager(library.db)
         self.conflict_rows = ConflictRepository(library.db)
         self._slots: dict[str, _Slot] = {}
@@ -178,8 +188,12 @@ class FileSyncService:
         force: bool = False,
         explicit: bool = True,
         dirty: Collection[bytes] | None = None,
+        conduit: ConduitConfig | None = None,
     ) -> GenerationRecord | None:
         """Run the conduit now; a call during a run waits for one follow-up run.
+
+        `conduit` is the conduit's current config when the caller knows better
+        than `self.config` (the daemon after a reload).
 
         Returns the generation (the retry when verification failed once), or
         None when an automatic run found nothing to do.
@@ -197,14 +211,28 @@ class FileSyncService:
                 await slot.running.done.wait()
             finally:
                 slot.follow_up = None
-            return await self._run_shared(slot, shared, name, force, explicit, None)
-        return await self._run_shared(slot, _Shared(), name, force, explicit, dirty)
+            return await self._run_shared(
+                slot,
+                shared,
+                conduit or self.config.conduit(name),
+                force,
+                explicit,
+                None,
+            )
+        return await self._run_shared(
+            slot,
+            _Shared(),
+            conduit or self.config.conduit(name),
+            force,
+            explicit,
+            dirty,
+        )
 
     async def _run_shared(
         self,
         slot: _Slot,
         shared: _Shared,
-        name: str,
+        conduit: ConduitConfig,
         force: bool,
         explicit: bool,
         dirty: Collection[bytes] | None,
@@ -212,7 +240,7 @@ class FileSyncService:
         slot.running = shared
         try:
             shared.result = await self._sync(
-                name, force=force, explicit=explicit, dirty=dirty
+                conduit, force=force, explicit=explicit, dirty=dirty
             )
             return shared.result
         except BaseException as exc:
@@ -247,15 +275,14 @@ class FileSyncService:
 
     async def _sync(
         self,
-        name: str,
+        conduit: ConduitConfig,
         *,
         force: bool,
         explicit: bool,
         dirty: Collection[bytes] | None,
         retry: bool = True,
     ) -> GenerationRecord | None:
-        conduit = self.config.conduit(name)
-        log = logger.bind(conduit=name)
+        log = logger.bind(conduit=conduit.name)
         record = await self._record(conduit)
         await ensure_roots(
             conduit, first_run=record.sync_generation == 0, dry_run=False
@@ -294,7 +321,7 @@ class FileSyncService:
         if result.verification_status.startswith("failed:") and retry:
             log.warning("verification_retry", status=result.verification_status)
             retried = await self._sync(
-                name, force=force, explicit=True, dirty=None, retry=False
+                conduit, force=force, explicit=True, dirty=None, retry=False
             )
             return retried or result
         return result
@@ -454,8 +481,6 @@ class FileSyncService:
         started = time.perf_counter()
         await self._record_pending(record, generation, pending)
         touched = touched_paths(operations)
-        if self.expect_writes is not None:
-            self.expect_writes(conduit.name, touched)
         active = self.active[conduit.name] = ActiveRun(generation.generation)
         try:
             report = await self._transfer(
@@ -558,6 +583,9 @@ class FileSyncService:
         roots = Roots(source_fs, target_fs)
         try:
             jobs = build_jobs(operations, roots, settlements)
+            if self.expect_writes is not None:
+                for side, paths in written_paths(jobs, roots).items():
+                    self.expect_writes(conduit.name, side, paths)
 
             async def committed(outcomes: Sequence[JobOutcome]) -> None:
                 rows = _trash_rows(record.id, generation.generation, roots, outcomes)
@@ -568,6 +596,8 @@ class FileSyncService:
             def progress(p: Progress) -> None:
                 active.files_done, active.files_total = p.files_done, p.files_total
                 active.bytes_done, active.bytes_total = p.bytes_done, p.bytes_total
+                if self.report_progress is not None:
+                    self.report_progress(conduit.name, active)
 
             limit = conduit.bandwidth_limit_bytes_per_s
             return await self.runner.run(

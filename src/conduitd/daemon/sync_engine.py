@@ -1,0 +1,99 @@
+"""The sync engine wired into the daemon: one FileSyncService for all conduits."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import anyio
+
+from conduitd.config import Config
+from conduitd.daemon.dirty import DirtyPaths
+from conduitd.daemon.dirty import Side as DirtySide
+from conduitd.daemon.engine import ConduitContext, RunFactory
+from conduitd.daemon.runs import RunFunction, RunProgress, RunRequest
+from conduitd.reports import generation_document
+from conduitd.sync.operations import Side
+from conduitd.sync.service import ActiveRun, FileSyncService
+
+
+@dataclass(slots=True)
+class SyncEngine:
+    """Builds each conduit's run function around one shared FileSyncService.
+
+    The service is created on the first run (the library, log and index are
+    the daemon's, handed over in each conduit's context); all conduits share
+    its transfer limiter (`max_parallel_transfers`).
+    """
+
+    config: Config
+    contexts: dict[str, ConduitContext] = field(default_factory=dict)
+    service: FileSyncService | None = None
+    limiter: anyio.CapacityLimiter | None = None
+
+    def factory(self) -> RunFactory:
+        return self.run_function
+
+    def run_function(self, context: ConduitContext) -> RunFunction:
+        self.contexts[context.name] = context
+
+        async def run(request: RunRequest) -> object:
+            service = self._service(context)
+            try:
+                generation = await service.sync_now(
+                    context.name,
+                    force=request.force,
+                    explicit=request.explicit,
+                    dirty=_dirty_union(request.dirty),
+                    conduit=context.config(),
+                )
+            finally:
+                context.expected_writes.clear()
+            if generation is None:
+                return None
+            return generation_document(context.name, generation)
+
+        return run
+
+    def _service(self, context: ConduitContext) -> FileSyncService:
+        if self.service is None:
+            if context.indexer is None:
+                raise RuntimeError("the daemon runs conduits only with an indexer")
+            self.limiter = anyio.CapacityLimiter(
+                self.config.daemon.max_parallel_transfers
+            )
+            self.service = FileSyncService(
+                context.library,
+                context.transactions,
+                context.indexer,
+                self.config,
+                one_shot=False,
+                transfer_limiter=self.limiter,
+                expect_writes=self._expect,
+                report_progress=self._progress,
+            )
+        return self.service
+
+    def _expect(self, name: str, side: Side, paths: Collection[bytes]) -> None:
+        context = self.contexts.get(name)
+        if context is not None:
+            context.expected_writes.expect(DirtySide(side.value), paths)
+
+    def _progress(self, name: str, active: ActiveRun) -> None:
+        context = self.contexts.get(name)
+        if context is not None:
+            context.report_progress(
+                RunProgress(
+                    generation=active.generation,
+                    files_done=active.files_done,
+                    files_total=active.files_total,
+                    bytes_done=active.bytes_done,
+                    bytes_total=active.bytes_total,
+                )
+            )
+
+
+def _dirty_union(dirty: DirtyPaths) -> Collection[bytes] | None:
+    if dirty.source is None or dirty.target is None:
+        return None
+    return dirty.source | dirty.target
