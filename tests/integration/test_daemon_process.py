@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 from pathlib import Path
@@ -193,14 +194,17 @@ def test_sigusr1_runs_every_enabled_conduit(tmp_path: Path, state_dir: Path) -> 
         state_dir,
         [conduit(tmp_path, "a"), conduit(tmp_path, "b"), disabled],
     )
+    for name in ("a", "b", "off"):
+        (tmp_path / f"{name}-src" / "file.txt").write_text(name)
     with running_daemon(config, tmp_path) as daemon:
         daemon.signal(signal.SIGUSR1)
-        # The stand-in engine logs each run it is asked for.
         for name in ("a", "b"):
-            daemon.wait_logged("sync_engine_unavailable", conduit=name, reason="signal")
+            daemon.wait_logged("generation_finished", conduit=name)
+            assert (tmp_path / f"{name}-dst" / "file.txt").read_text() == name
         daemon.wait_logged("sync_all_requested")
         requested = [e for e in daemon.events() if e["event"] == "sync_all_requested"]
         assert requested[0]["conduits"] == ["a", "b"]
+        assert not (tmp_path / "off-dst" / "file.txt").exists()
 
 
 def test_sigusr2_logs_a_status_dump(tmp_path: Path, config: Path) -> None:
@@ -211,18 +215,38 @@ def test_sigusr2_logs_a_status_dump(tmp_path: Path, config: Path) -> None:
         assert dump["status"]["conduits"][0]["name"] == "photos"
 
 
-def test_a_failing_conduit_shows_its_error_in_status(
-    tmp_path: Path, config: Path, state_dir: Path
+def test_a_conduit_whose_source_vanished_is_reported_while_others_sync(
+    tmp_path: Path, state_dir: Path
 ) -> None:
+    config = write_config(
+        tmp_path / "conduitd.toml",
+        state_dir,
+        [conduit(tmp_path, "gone"), conduit(tmp_path, "fine", "instant")],
+    )
     with running_daemon(config, tmp_path) as daemon:
-        with pytest.raises(ConduitdError, match="sync engine"):
-            call(state_dir, "sync", {"name": "photos"})
+        shutil.rmtree(tmp_path / "gone-src")
+        with pytest.raises(ConduitdError, match="source") as refused:
+            call(state_dir, "sync", {"name": "gone"})
+        assert refused.value.exit_code == 3
         wait_for(
-            lambda: status_json(config)["conduits"][0]["last_error"] is not None,  # type: ignore[index]
+            lambda: _conduit_status(config, "gone")["last_error"] is not None,
             "last_error in status",
+        )
+        (tmp_path / "fine-src" / "new.txt").write_text("still syncing")
+        wait_for(
+            lambda: (tmp_path / "fine-dst" / "new.txt").exists(),
+            "the healthy conduit to keep syncing",
         )
         assert daemon.process is not None
         assert daemon.process.poll() is None
+
+
+def _conduit_status(config: Path, name: str) -> dict[str, object]:
+    conduits = status_json(config)["conduits"]
+    assert isinstance(conduits, list)
+    [found] = [c for c in conduits if c["name"] == name]
+    assert isinstance(found, dict)
+    return found
 
 
 def test_sd_notify_ready_watchdog_stopping(tmp_path: Path, config: Path) -> None:

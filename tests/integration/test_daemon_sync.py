@@ -1,0 +1,190 @@
+"""A real daemon syncing real trees: instant, interval, manual, signals, restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+from conduitd.client import call
+from helpers.cli import run_cli, write_config
+from helpers.daemon import DaemonProcess, running_daemon, wait_for
+
+
+def _conduit(tmp_path: Path, name: str, **settings: object) -> dict[str, object]:
+    for side in ("src", "dst"):
+        (tmp_path / f"{name}-{side}").mkdir(exist_ok=True)
+    return {
+        "name": name,
+        "source": str(tmp_path / f"{name}-src"),
+        "target": str(tmp_path / f"{name}-dst"),
+        **settings,
+    }
+
+
+def _generations(config: Path, name: str) -> list[dict[str, object]]:
+    result = run_cli("history", name, "--json", config=config)
+    assert result.returncode == 0, result.stderr
+    history = json.loads(result.stdout)
+    assert isinstance(history, list)
+    return history
+
+
+def test_instant_conduit_propagates_create_edit_and_delete(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "c.toml",
+        tmp_path / "state",
+        [_conduit(tmp_path, "m", schedule="instant")],
+    )
+    src, dst = tmp_path / "m-src", tmp_path / "m-dst"
+    # Deleting a source's last file would meet the empty-source brake.
+    (src / "keep.txt").write_text("keep")
+    with running_daemon(config, tmp_path):
+        (src / "note.txt").write_text("first")
+        wait_for(lambda: _read(dst / "note.txt") == "first", "the new file")
+        (src / "note.txt").write_text("second version")
+        wait_for(lambda: _read(dst / "note.txt") == "second version", "the edit")
+        (src / "note.txt").unlink()
+        wait_for(lambda: not (dst / "note.txt").exists(), "the delete")
+    trashed = sorted(
+        p.read_text() for p in (dst / ".conduitd" / "trash").rglob("note*")
+    )
+    assert trashed == ["first", "second version"]
+
+
+def test_own_writes_never_retrigger_a_mirror_conduit(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "c.toml",
+        tmp_path / "state",
+        [
+            _conduit(tmp_path, "m", schedule="instant"),
+            _conduit(tmp_path, "probe", schedule="instant"),
+        ],
+    )
+    with running_daemon(config, tmp_path) as daemon:
+        for i in range(5):
+            (tmp_path / "m-src" / f"f{i}").write_text(str(i))
+        wait_for(lambda: (tmp_path / "m-dst" / "f4").exists(), "the burst")
+        daemon.wait_logged("generation_finished", conduit="m")
+        settled = len(_generations(config, "m"))
+        # A later run of another conduit proves the daemon had time to see the
+        # events of m's own writes; none of them may have started a run of m.
+        (tmp_path / "probe-src" / "x").write_text("x")
+        wait_for(lambda: (tmp_path / "probe-dst" / "x").exists(), "the probe")
+        daemon.wait_logged("generation_finished", conduit="probe")
+        assert len(_generations(config, "m")) == settled
+
+
+def test_interval_conduit_runs_on_its_schedule(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "c.toml",
+        tmp_path / "state",
+        [_conduit(tmp_path, "tick", schedule="interval:1s")],
+    )
+    with running_daemon(config, tmp_path):
+        (tmp_path / "tick-src" / "later.txt").write_text("scheduled")
+        wait_for(
+            lambda: _read(tmp_path / "tick-dst" / "later.txt") == "scheduled",
+            "the scheduled run",
+        )
+
+
+def test_manual_conduit_runs_only_on_request(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "c.toml",
+        tmp_path / "state",
+        [
+            _conduit(tmp_path, "hand"),
+            _conduit(tmp_path, "probe", schedule="instant"),
+        ],
+    )
+    state = tmp_path / "state"
+    with running_daemon(config, tmp_path) as daemon:
+        (tmp_path / "hand-src" / "wait.txt").write_text("for me")
+        (tmp_path / "probe-src" / "x").write_text("x")
+        wait_for(lambda: (tmp_path / "probe-dst" / "x").exists(), "the probe")
+        daemon.wait_logged("generation_finished", conduit="probe")
+        assert not (tmp_path / "hand-dst" / "wait.txt").exists()
+        result = call(state, "sync", {"name": "hand"})
+        assert isinstance(result, dict)
+        assert result["files_copied"] == 1
+        assert (tmp_path / "hand-dst" / "wait.txt").read_text() == "for me"
+
+
+def test_sigterm_mid_copy_leaves_no_partial_file_and_restart_converges(
+    tmp_path: Path,
+) -> None:
+    slow = _conduit(tmp_path, "big", bandwidth_limit_mbps=8)
+    config = write_config(
+        tmp_path / "c.toml", tmp_path / "state", [slow], shutdown_timeout="5s"
+    )
+    payload = os.urandom(8 << 20)
+    (tmp_path / "big-src" / "large.bin").write_bytes(payload)
+    daemon = DaemonProcess(config, tmp_path).start().wait_ready()
+    try:
+        tmp_dir = tmp_path / "big-dst" / ".conduitd" / "tmp"
+        import threading
+
+        threading.Thread(
+            target=lambda: run_cli("sync", "big", config=config, timeout=120),
+            daemon=True,
+        ).start()
+        wait_for(
+            lambda: tmp_dir.is_dir() and any(tmp_dir.iterdir()),
+            "the copy to start",
+        )
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait_exit(timeout_s=30) == 0
+    finally:
+        daemon.kill()
+    assert not (tmp_path / "big-dst" / "large.bin").exists()
+    assert list(tmp_dir.iterdir()) == []
+    [interrupted] = _generations(config, "big")
+    assert interrupted["verification_status"] == "failed:interrupted"
+    fast = write_config(
+        tmp_path / "c.toml",
+        tmp_path / "state",
+        [{**slow, "bandwidth_limit_mbps": 0, "schedule": "instant"}],
+    )
+    with running_daemon(fast, tmp_path):
+        wait_for(
+            lambda: _read_bytes(tmp_path / "big-dst" / "large.bin") == payload,
+            "the start-up catch-up to converge",
+        )
+
+
+def test_bidirectional_conduit_has_no_ping_pong(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "c.toml",
+        tmp_path / "state",
+        [
+            _conduit(tmp_path, "two", schedule="instant", mode="bidirectional"),
+            _conduit(tmp_path, "probe", schedule="instant"),
+        ],
+    )
+    with running_daemon(config, tmp_path) as daemon:
+        (tmp_path / "two-src" / "a.txt").write_text("from source")
+        wait_for(lambda: _read(tmp_path / "two-dst" / "a.txt") == "from source", "a")
+        (tmp_path / "two-dst" / "b.txt").write_text("from target")
+        wait_for(lambda: _read(tmp_path / "two-src" / "b.txt") == "from target", "b")
+        daemon.wait_logged("generation_finished", conduit="two")
+        settled = len(_generations(config, "two"))
+        (tmp_path / "probe-src" / "x").write_text("x")
+        wait_for(lambda: (tmp_path / "probe-dst" / "x").exists(), "the probe")
+        daemon.wait_logged("generation_finished", conduit="probe")
+        assert len(_generations(config, "two")) == settled
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
