@@ -476,3 +476,52 @@ async def test_parallel_scans_of_two_locations(
     for record in records:
         entries = await load_entry_map(library.db, record.id)
         assert len(entries) == 32
+
+
+async def test_index_changes_are_logged_as_one_summary_per_batch(
+    library: Library, root: Path
+) -> None:
+    from conduitd.storage.transactions import open_transaction_manager
+
+    for i in range(30):
+        (root / f"f{i:02d}").write_bytes(b"%d" % i)
+    record = await add_location(library, root)
+    tm = await open_transaction_manager(library)
+    indexer = Indexer(
+        library.db,
+        library_uuid=library.uuid,
+        device_id=library.device_id,
+        tm=tm,
+        scan_batch_rows=10,
+    )
+
+    await indexer.scan(record)
+    first = await outbox(library)
+    await indexer.scan(record)  # unchanged: nothing to log
+    assert await outbox(library) == first
+    (root / "f00").unlink()
+    (root / "new").write_bytes(b"new")
+    await indexer.refresh(record.id, [b"f00", b"new"])
+    rows = await outbox(library)
+
+    assert len(first) == 4  # 31 rows (the root updated) in batches of 10
+    assert {(r[0], r[1], r[2]) for r in rows} == {
+        ("entry", str(record.uuid), "bulk_insert")
+    }
+    summaries = [json.loads(r[3]) for r in rows]
+    assert sum(s["summary"]["added"] for s in summaries[:4]) == 30
+    assert sum(s["count"] for s in summaries[:4]) == 31
+    assert summaries[-1]["summary"] == {
+        "location": str(record.uuid),
+        "added": 1,
+        "updated": 1,  # the root's mtime
+        "removed": 1,
+    }
+    assert len(rows) == 5
+
+
+async def outbox(library: Library) -> list[tuple[str, str, str, str]]:
+    rows = await library.db.fetch_all(
+        "SELECT model_type, record_id, change_type, data FROM sync_outbox ORDER BY id"
+    )
+    return [(r[0], r[1], r[2], r[3]) for r in rows]

@@ -199,7 +199,7 @@ async def test_conduitd_temp_area_does_not_leak(library: Library, root: Path) ->
             (root / "real").write_bytes(b"real")
             await indexer.barrier(record.id)
             change = await feed.receive()
-            assert change.paths == {b"real"}
+            assert change.paths == {b"", b"real"}  # the root's row: its mtime
             assert not feed.pending()
     assert set(await entries_of(library, record)) == {b"", b"real"}
 
@@ -393,3 +393,35 @@ async def test_index_of_a_library_opened_again_is_ready_after_watch_start(
             assert set(await entries_of(lib, record)) == {b"", b"a", b"b"}
     finally:
         await lib.close()
+
+
+async def test_index_kept_by_the_watcher_equals_a_fresh_scan(
+    library: Library, root: Path, tmp_path: Path
+) -> None:
+    (root / "keep" / "deep").mkdir(parents=True)
+    (root / "keep" / "deep" / "a").write_bytes(b"a")
+    (root / "edit").write_bytes(b"before")
+    (root / "gone").mkdir()
+    (root / "gone" / "x").write_bytes(b"x")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+    async with watching(indexer, record):
+        (root / "edit").write_bytes(b"after")
+        shutil.rmtree(root / "gone")
+        (root / "keep" / "deep" / "b").write_bytes(b"b")
+        os.symlink("keep", root / "link")
+        (root / "new" / "sub").mkdir(parents=True)
+        (root / "new" / "sub" / "n").write_bytes(b"n")
+        await indexer.barrier(record.id)
+    watched = await entries_of(library, record)
+
+    report = await indexer.scan(record)  # no watcher: a real rescan
+
+    assert (report.added, report.updated, report.removed) == (0, 0, 0)
+    fresh = await open_library(tmp_path / "fresh-state")
+    try:
+        other = await add_location(fresh, root)
+        await Indexer.for_library(fresh).scan(other)
+        assert await entries_of(fresh, other) == watched
+    finally:
+        await fresh.close()

@@ -9,12 +9,10 @@ from conduitd.index.feed import ChangeFeed, IndexChange
 from conduitd.index.indexer import BARRIER_TIMEOUT_S, Indexer, ScanReport
 from conduitd.index.marker import Marker, MarkerStatus, marker_status
 from conduitd.index.state import IndexStep, advance
-from conduitd.index.store import BulkLoggingManager
 from conduitd.storage.locations import LocationState
 
 __all__ = [
     "BARRIER_TIMEOUT_S",
-    "BulkLoggingManager",
     "ChangeFeed",
     "IndexChange",
     "IndexStep",

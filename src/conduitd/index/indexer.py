@@ -38,7 +38,7 @@ from conduitd.index.marker import (
 )
 from conduitd.index.scanner import ChangeSet, TreeScanner
 from conduitd.index.state import IndexStep, advance
-from conduitd.index.store import BulkLoggingManager, IndexStore
+from conduitd.index.store import SCAN_BATCH_ROWS, IndexStore, WriteCounts
 from conduitd.index.walk import DIRECTORY, DirTask, values_from_stat
 from conduitd.index.watcher import (
     DEFAULT_STEP_MS,
@@ -50,6 +50,7 @@ from conduitd.storage.database import Database
 from conduitd.storage.entries import EntryReader
 from conduitd.storage.library import Library
 from conduitd.storage.locations import LocationRecord, LocationState, get_location
+from conduitd.storage.transactions import TransactionManager
 from conduitd.timeutil import utc_now_text
 
 logger = structlog.get_logger()
@@ -100,11 +101,12 @@ class Indexer:
         *,
         library_uuid: uuid.UUID,
         device_id: uuid.UUID,
-        tm: BulkLoggingManager | None = None,
+        tm: TransactionManager | None = None,
         limiter: anyio.CapacityLimiter | None = None,
         rescan_interval_s: float = DEFAULT_RESCAN_INTERVAL_S,
         watch_step_ms: int = DEFAULT_STEP_MS,
         event_source: EventSource = watch_batches,
+        scan_batch_rows: int = SCAN_BATCH_ROWS,
     ) -> None:
         self.db = db
         self.library_uuid = library_uuid
@@ -115,6 +117,7 @@ class Indexer:
         self.rescan_interval_s = rescan_interval_s
         self.watch_step_ms = watch_step_ms
         self.event_source = event_source
+        self.scan_batch_rows = scan_batch_rows
         self._feeds: list[ChangeFeed] = []
         self._locks: dict[int, anyio.Lock] = {}
         self._watches: dict[int, _Watch] = {}
@@ -127,7 +130,7 @@ class Indexer:
         cls,
         library: Library,
         *,
-        tm: BulkLoggingManager | None = None,
+        tm: TransactionManager | None = None,
         limiter: anyio.CapacityLimiter | None = None,
         rescan_interval_s: float = DEFAULT_RESCAN_INTERVAL_S,
     ) -> Indexer:
@@ -186,11 +189,7 @@ class Indexer:
     async def refresh(self, location_id: int, paths: Iterable[bytes]) -> ScanReport:
         """Re-stat the given paths (and scan new directories among them)."""
         async with self._locked(location_id):
-            record = await self.location(location_id)
-            judgement, _found = await self._judge(record)
-            if judgement.verdict.unmounted:
-                return await self._lose_root(record, judgement)
-            return await self._refresh_locked(record, set(paths))
+            return await self._refresh_locked(location_id, set(paths))
 
     async def clear_index_lost(self, location_id: int) -> None:
         """After a union run of this root: claim it (rewrite the marker) and
@@ -223,25 +222,10 @@ class Indexer:
             await self.scanner.collect(record.root, st.st_dev, start, reader, changes)
         finally:
             reader.close()
-        counts, deleted = await self.store.write_changes(record, changes)
-        self._publish(location_id, changes, deleted)
-        changes.log_warnings(location_id)
-        current = await self.state(location_id)
-        final = advance(current, IndexStep.SCAN_COMPLETED)
+        counts = await self._write(record, changes, self.scan_batch_rows)
+        final = advance(await self.state(location_id), IndexStep.SCAN_COMPLETED)
         files, size = await self.store.finish_scan(location_id, utc_now_text(), final)
-        report = ScanReport(
-            location_id,
-            final,
-            counts.added,
-            counts.updated,
-            counts.removed,
-            changes.unchanged,
-            changes.unreadable,
-            changes.skipped,
-            changes.hashed_files,
-            changes.hashed_bytes,
-            time.perf_counter() - started,
-        )
+        report = _report(location_id, final, counts, changes, started)
         logger.info(
             "scan_finished",
             location_id=location_id,
@@ -258,37 +242,35 @@ class Indexer:
         )
         return report
 
-    async def _refresh_locked(
-        self, record: LocationRecord, paths: set[bytes]
-    ) -> ScanReport:
+    async def _refresh_locked(self, location_id: int, paths: set[bytes]) -> ScanReport:
         started = time.perf_counter()
-        if record.st_dev is None:  # never scanned: nothing to refresh against
-            return await self._scan_locked(record.id)
-        reader = EntryReader(self.db.path, record.id)
+        record = await self.location(location_id)
+        judgement, found = await self._judge(record)
+        if judgement.verdict.unmounted or found.st is None:
+            return await self._lose_root(record, judgement)
+        if record.st_dev is None or judgement.identity_changed:
+            # Never scanned, or a re-plugged disk: compare everything.
+            return await self._scan_locked(location_id)
+        reader = EntryReader(self.db.path, location_id)
         try:
             changes = await self.scanner.refresh(
-                self.db, record.id, record.root, record.st_dev, paths, reader
+                self.db, location_id, record.root, found.st.st_dev, paths, reader
             )
         finally:
             reader.close()
+        counts = await self._write(record, changes, None)
+        state = await self.state(location_id)
+        return _report(location_id, state, counts, changes, started)
+
+    async def _write(
+        self, record: LocationRecord, changes: ChangeSet, batch_rows: int | None
+    ) -> WriteCounts:
         counts, deleted = await self.store.write_changes(
-            record, changes, batch_rows=None
+            record, changes, batch_rows=batch_rows
         )
         self._publish(record.id, changes, deleted)
         changes.log_warnings(record.id)
-        return ScanReport(
-            record.id,
-            await self.state(record.id),
-            counts.added,
-            counts.updated,
-            counts.removed,
-            changes.unchanged,
-            changes.unreadable,
-            changes.skipped,
-            changes.hashed_files,
-            changes.hashed_bytes,
-            time.perf_counter() - started,
-        )
+        return counts
 
     async def _judge(self, record: LocationRecord) -> tuple[Judgement, RootInspection]:
         found = await anyio.to_thread.run_sync(
@@ -602,18 +584,38 @@ class Indexer:
                 await self._apply_batch(record, batch)
 
     async def _apply_batch(self, record: LocationRecord, batch: EventBatch) -> None:
+        paths = set(batch.paths)
         if batch.root_touched or batch.marker_touched:
-            fresh = await self.location(record.id)
-            judgement, _found = await self._judge(fresh)
-            if judgement.verdict.unmounted:
-                await self._lose_root(fresh, judgement)
-                raise RootUnavailable
-        if batch.paths:
+            paths.add(b"")  # re-judge the root even when nothing else changed
+        if paths:
             async with self._locked(record.id):
-                fresh = await self.location(record.id)
-                await self._refresh_locked(fresh, batch.paths)
+                report = await self._refresh_locked(record.id, paths)
+            if report.state is LocationState.UNMOUNTED:
+                raise RootUnavailable
         if batch.tokens:
             self._release_barriers(batch.tokens)
+
+
+def _report(
+    location_id: int,
+    state: LocationState,
+    counts: WriteCounts,
+    changes: ChangeSet,
+    started: float,
+) -> ScanReport:
+    return ScanReport(
+        location_id,
+        state,
+        counts.added,
+        counts.updated,
+        counts.removed,
+        changes.unchanged,
+        changes.unreadable,
+        changes.skipped,
+        changes.hashed_files,
+        changes.hashed_bytes,
+        time.perf_counter() - started,
+    )
 
 
 async def _set_when_cancelled(stop: anyio.Event) -> None:

@@ -251,7 +251,6 @@ class TreeScanner:
         changes = ChangeSet()
         wanted = {p for p in paths if p and not is_conduitd_path(p)}
         wanted |= {parent_path(p) for p in wanted}
-        wanted.discard(b"")  # the root row is refreshed by scans only
         probes, rows = await self._probe_with_ancestors(
             db, location_id, root, root_dev, wanted
         )

@@ -9,10 +9,8 @@ writes through `Database.transaction()` and logs nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final
 
 from conduitd.index.scanner import ChangeSet
 from conduitd.storage.database import Database
@@ -36,24 +34,11 @@ from conduitd.storage.locations import (
     set_location_identity,
     set_location_state,
 )
+from conduitd.storage.transactions import TransactionManager
 
 # Rows per transaction for a scan's writes: big enough for executemany to be
 # fast, small enough that readers are never held up for long.
 SCAN_BATCH_ROWS: Final = 10_000
-
-
-class BulkLoggingTransaction(Writer, Protocol):
-    """The TransactionManager's transaction, as the index uses it."""
-
-    async def log_bulk(
-        self, model_type: str, count: int, summary: Mapping[str, object]
-    ) -> None: ...
-
-
-class BulkLoggingManager(Protocol):
-    """`conduitd.storage.transactions.TransactionManager`, as the index uses it."""
-
-    def transaction(self) -> AbstractAsyncContextManager[BulkLoggingTransaction]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +70,7 @@ class _Batch:
 class IndexStore:
     """Entry and location writes of the indexer."""
 
-    def __init__(self, db: Database, tm: BulkLoggingManager | None = None) -> None:
+    def __init__(self, db: Database, tm: TransactionManager | None = None) -> None:
         self.db = db
         self.tm = tm
 

@@ -304,7 +304,8 @@ def _ancestors_are_directories(
 def _probe_one(root: bytes, rel: bytes, root_dev: int) -> Probe:
     path = absolute(root, rel)
     try:
-        st = os.lstat(path)
+        # The root itself may be reached through a symlink (as scans do).
+        st = os.lstat(path) if rel else os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return Probe(rel, None, "gone")
     except OSError:
