@@ -224,7 +224,13 @@ class Indexer:
             reader.close()
         counts = await self._write(record, changes, self.scan_batch_rows)
         final = advance(await self.state(location_id), IndexStep.SCAN_COMPLETED)
-        files, size = await self.store.finish_scan(location_id, utc_now_text(), final)
+        unchanged = counts.total == 0 and record.last_scan_at is not None
+        totals = (
+            (record.total_file_count, record.total_byte_size) if unchanged else None
+        )
+        files, size = await self.store.finish_scan(
+            location_id, utc_now_text(), final, totals
+        )
         report = _report(location_id, final, counts, changes, started)
         logger.info(
             "scan_finished",

@@ -156,11 +156,22 @@ class IndexStore:
             await set_has_marker(tx, location_id, has_marker)
 
     async def finish_scan(
-        self, location_id: int, scanned_at: str, state: LocationState
+        self,
+        location_id: int,
+        scanned_at: str,
+        state: LocationState,
+        totals: tuple[int, int] | None = None,
     ) -> tuple[int, int]:
-        """Record the scan time, totals and state; return (files, bytes)."""
+        """Record the scan time, totals and state; return (files, bytes).
+
+        Args:
+            totals: the unchanged totals of a scan that wrote nothing (None:
+                count them).
+        """
         async with self.db.transaction() as tx:
-            files, size = await entry_totals(tx, location_id)
+            if totals is None:
+                totals = await entry_totals(tx, location_id)
+            files, size = totals
             await record_scan(
                 tx, location_id, scanned_at=scanned_at, file_count=files, byte_size=size
             )

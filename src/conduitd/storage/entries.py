@@ -200,14 +200,14 @@ class EntryReader:
     ) -> dict[bytes, tuple[EntryValues, bytes | None]]:
         """Directory rows (of `prefix` and its subtree) with their listing digests."""
         clause, params = _subtree_clause(prefix)
+        # `kind = 1` literally, so that idx_entry_directories (partial) serves it.
         sql = (
             f"SELECT relative_path, listing_digest, {_VALUE_COLUMNS} FROM entry"
-            " WHERE location_id = ? AND kind = ?"
+            " WHERE location_id = ? AND kind = 1"
         )
         with storage_errors("read directories"):
             cursor = self._connection().execute(
-                sql + clause,
-                [self._location_id, int(EntryKind.DIRECTORY), *params],
+                sql + clause, [self._location_id, *params]
             )
             return {row[0]: (row[2:], row[1]) for row in cursor}
 

@@ -190,9 +190,12 @@ ALTER TABLE location ADD COLUMN has_marker INTEGER NOT NULL DEFAULT 0;
 # Index (issue 4): a digest of a directory's listing as last indexed (names and
 # lstat metadata of its children). An unchanged rescan compares it with the
 # digest of the live listing and skips loading and comparing the children's
-# rows. NULL whenever a child row is written outside a scan.
+# rows. NULL whenever a child row is written outside a scan. The partial index
+# serves the scan's first query, the directory rows (`kind = 1` literally).
 ENTRY_LISTING_DIGEST: Final = """
 ALTER TABLE entry ADD COLUMN listing_digest BLOB;
+CREATE INDEX idx_entry_directories ON entry(location_id, relative_path)
+    WHERE kind = 1;
 """
 
 LIBRARY_MIGRATIONS: Final[tuple[Migration, ...]] = (
