@@ -190,10 +190,14 @@ ALTER TABLE location ADD COLUMN has_marker INTEGER NOT NULL DEFAULT 0;
 # Index (issue 4): a digest of a directory's listing as last indexed (names and
 # lstat metadata of its children). An unchanged rescan compares it with the
 # digest of the live listing and skips loading and comparing the children's
-# rows. NULL whenever a child row is written outside a scan. The partial index
-# serves the scan's first query, the directory rows (`kind = 1` literally).
+# rows. NULL whenever a child row is written outside a scan.
 ENTRY_LISTING_DIGEST: Final = """
 ALTER TABLE entry ADD COLUMN listing_digest BLOB;
+"""
+
+# Index (issue 4): serves a scan's first query, the directory rows of a location
+# (`kind = 1` literally in the query, so that the partial index applies).
+ENTRY_DIRECTORY_INDEX: Final = """
 CREATE INDEX idx_entry_directories ON entry(location_id, relative_path)
     WHERE kind = 1;
 """
@@ -202,4 +206,5 @@ LIBRARY_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "initial library schema", INITIAL),
     Migration(201, "location marker flag", LOCATION_MARKER_FLAG),
     Migration(202, "entry listing digest", ENTRY_LISTING_DIGEST),
+    Migration(203, "index of directory entries", ENTRY_DIRECTORY_INDEX),
 )
