@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 import click
 
 from conduitd import __version__
+from conduitd.completion import complete_conduit_names
 from conduitd.errors import ConduitdError, NotAvailableYet
 
 if TYPE_CHECKING:
@@ -192,7 +193,7 @@ def migrate_status_command(ctx: CliContext) -> None:
 
 
 @cli.command(epilog=_epilog("sync"))
-@click.argument("name")
+@click.argument("name", shell_complete=complete_conduit_names)
 @click.option("--dry-run", is_flag=True, help="Print the plan; write nothing anywhere.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--progress", is_flag=True, help="Show a progress bar.")
@@ -272,7 +273,12 @@ def _print_plan(plan: dict[str, object], *, as_json: bool) -> None:
 @click.option("--check", "health", is_flag=True, help="Exit 1 when unhealthy.")
 @pass_ctx
 def status(ctx: CliContext, as_json: bool, health: bool) -> None:
-    """Show conduits, endpoints, runs and the daemon."""
+    """Show conduits, endpoints, runs and the daemon.
+
+    With --check: print one line per unhealthy enabled, unpaused conduit (its
+    last run failed or was refused, or an interval/cron conduit has not
+    checked for twice its period) and exit 1, else print `ok` and exit 0.
+    """
     document = _ask_daemon_first(ctx, "status", as_json=as_json)
     if document is None:  # no daemon: read the library in-process
         from conduitd.reports import status_document
@@ -282,6 +288,8 @@ def status(ctx: CliContext, as_json: bool, health: bool) -> None:
         except ConduitdError as error:
             fail(error, as_json=as_json)
         document = run_async(lambda: status_document(config), as_json=as_json)
+    if health:
+        _check_health(document, as_json=as_json)
     if as_json:
         print_json(document)
     else:
@@ -290,6 +298,26 @@ def status(ctx: CliContext, as_json: bool, health: bool) -> None:
         assert isinstance(document, dict)  # both paths answer a JSON object
         for line in status_lines(document):
             click.echo(line)
+
+
+def _check_health(document: object, *, as_json: bool) -> None:
+    """`status --check`: one line per unhealthy conduit, exit 1 if any (issue 9)."""
+    from conduitd.health import check_status
+    from conduitd.timeutil import utc_now
+
+    assert isinstance(document, dict)  # both paths answer a JSON object
+    problems = check_status(document, utc_now())
+    if as_json:
+        document["unhealthy"] = [
+            {"conduit": p.conduit, "reason": p.reason} for p in problems
+        ]
+        print_json(document)
+    else:
+        for problem in problems:
+            click.echo(problem.line())
+        if not problems:
+            click.echo("ok")
+    sys.exit(1 if problems else 0)
 
 
 def _ask_daemon_first(
@@ -324,7 +352,7 @@ def _ask_daemon_first(
 
 
 @cli.command(epilog=_epilog("history"))
-@click.argument("name")
+@click.argument("name", shell_complete=complete_conduit_names)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @pass_ctx
@@ -465,47 +493,181 @@ def trash() -> None:
     """List or prune trashed versions."""
 
 
-@trash.command("list")
-@click.argument("name")
+@trash.command("list", epilog=_epilog("trash"))
+@click.argument("name", shell_complete=complete_conduit_names)
 @click.argument("path", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def trash_list(name: str, path: str | None, as_json: bool) -> None:
-    """List a conduit's trashed versions, newest first."""
-    fail(NotAvailableYet("trash list is not available yet"), as_json=as_json)
+@pass_ctx
+def trash_list(ctx: CliContext, name: str, path: str | None, as_json: bool) -> None:
+    """List a conduit's trashed versions (under PATH), newest first."""
+    from conduitd.wire import path_from_user
+
+    params: dict[str, object] = {"name": name, "path": path}
+    document = _ask_daemon_first(ctx, "trash_list", params, as_json=as_json)
+    if document is None:
+        from conduitd.oneshot_ops import trash_list_once
+
+        config = _config_or_fail(ctx, as_json=as_json)
+        wanted = path_from_user(path) if path else None
+        document = run_async(
+            lambda: trash_list_once(config, name, wanted), as_json=as_json
+        )
+    if as_json:
+        print_json(document)
+        return
+    from conduitd.sync.restore import trash_list_lines
+
+    assert isinstance(document, list)  # both paths answer a JSON list
+    for line in trash_list_lines(document):
+        click.echo(line)
 
 
-@trash.command("purge")
-@click.argument("name")
-@click.option("--older-than", metavar="DURATION", default=None)
-def trash_purge(name: str, older_than: str | None) -> None:
-    """Prune a conduit's trash now."""
-    fail(NotAvailableYet("trash purge is not available yet"), as_json=False)
+@trash.command(
+    "purge", epilog="\b\nExample:\n  conduitd trash purge photos --older-than 7d"
+)
+@click.argument("name", shell_complete=complete_conduit_names)
+@click.option(
+    "--older-than",
+    metavar="DURATION",
+    default=None,
+    help="Prune versions older than this (e.g. 7d) instead of trash_retention.",
+)
+@pass_ctx
+def trash_purge(ctx: CliContext, name: str, older_than: str | None) -> None:
+    """Prune a conduit's trash now (retention, size cap; last copies are kept)."""
+    from conduitd.errors import UsageError
+
+    older_than_s = None
+    if older_than is not None:
+        from conduitd.config.units import parse_duration
+
+        try:
+            older_than_s = parse_duration(older_than)
+        except ValueError as error:
+            fail(UsageError(f"--older-than: {error}"), as_json=False)
+    params: dict[str, object] = {"name": name, "older_than_s": older_than_s}
+    document = _ask_daemon_first(ctx, "trash_purge", params)
+    if document is None:
+        from conduitd.oneshot_ops import purge_once
+
+        config = _config_or_fail(ctx, as_json=False)
+        document = run_async(lambda: purge_once(config, name, older_than_s))
+    assert isinstance(document, dict)  # a prune summary
+    click.echo(
+        f"{name}: pruned {document['pruned']} version(s), {document['pruned_bytes']}"
+        f" bytes; kept {document['kept']}, {document['kept_bytes']} bytes"
+        + (f"; {document['failed']} could not be removed" if document["failed"] else "")
+    )
 
 
 @cli.command(epilog=_epilog("restore"))
-@click.argument("name")
+@click.argument("name", shell_complete=complete_conduit_names)
 @click.argument("path")
-@click.option("--generation", type=int, default=None)
-@click.option("--to", "dest", metavar="DEST", default=None)
-def restore(name: str, path: str, generation: int | None, dest: str | None) -> None:
-    """Put a trashed version back."""
-    fail(NotAvailableYet("restore is not available yet"), as_json=False)
+@click.option(
+    "--generation", type=int, default=None, help="The version trashed in generation N."
+)
+@click.option(
+    "--to", "dest", metavar="DEST", default=None, help="Restore here instead."
+)
+@pass_ctx
+def restore(
+    ctx: CliContext, name: str, path: str, generation: int | None, dest: str | None
+) -> None:
+    """Put a trashed version back (the newest one unless --generation).
+
+    Mirror and selective conduits restore onto the source (the next run copies
+    it to the target); bidirectional ones onto the side it was removed from.
+    A file standing there goes to trash first. Outside the conduit's roots,
+    --to never replaces anything.
+    """
+    import os
+
+    from conduitd.wire import path_from_user
+
+    where = os.path.abspath(os.path.expanduser(dest)) if dest else None
+    params: dict[str, object] = {
+        "name": name,
+        "path": path,
+        "generation": generation,
+        "to": where,
+    }
+    document = _ask_daemon_first(ctx, "restore", params, timeout_s=None)
+    if document is None:
+        from conduitd.oneshot_ops import restore_once
+
+        config = _config_or_fail(ctx, as_json=False)
+        document = run_async(
+            lambda: restore_once(
+                config,
+                name,
+                path_from_user(path),
+                generation=generation,
+                dest=Path(where) if where else None,
+            )
+        )
+    assert isinstance(document, dict)  # what restore did
+    click.echo(
+        f"restored {document['path']} (generation {document['generation']})"
+        f" to {document['restored_to']}"
+    )
+    displaced = document.get("displaced")
+    if isinstance(displaced, dict):
+        click.echo(
+            f"the version that stood there went to the {displaced['root']}'s trash"
+            f" (generation {displaced['generation']})"
+        )
 
 
 @cli.command(epilog=_epilog("pause"))
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_conduit_names)
 @click.option("--all", "every", is_flag=True, help="Every conduit.")
-def pause(name: str | None, every: bool) -> None:
-    """Pause a conduit: its index keeps up, its runs do not happen."""
-    fail(NotAvailableYet("pause is not available yet"), as_json=False)
+@pass_ctx
+def pause(ctx: CliContext, name: str | None, every: bool) -> None:
+    """Pause a conduit: its index keeps up, its runs do not happen.
+
+    Persisted: a paused conduit stays paused across daemon restarts until
+    `conduitd resume`. `sync` on a paused conduit exits 3.
+    """
+    _set_paused(ctx, name, every, paused=True)
 
 
 @cli.command(epilog=_epilog("resume"))
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=complete_conduit_names)
 @click.option("--all", "every", is_flag=True, help="Every conduit.")
-def resume(name: str | None, every: bool) -> None:
-    """Resume a paused conduit."""
-    fail(NotAvailableYet("resume is not available yet"), as_json=False)
+@pass_ctx
+def resume(ctx: CliContext, name: str | None, every: bool) -> None:
+    """Resume a paused conduit; a running daemon catches it up with one run."""
+    _set_paused(ctx, name, every, paused=False)
+
+
+def _set_paused(
+    ctx: CliContext, name: str | None, every: bool, *, paused: bool
+) -> None:
+    from conduitd.errors import UsageError
+
+    if every == (name is not None):
+        fail(UsageError("name one conduit, or pass --all"), as_json=False)
+    method = "pause" if paused else "resume"
+    params: dict[str, object] = {"all": True} if every else {"name": name}
+    document = _ask_daemon_first(ctx, method, params)
+    if document is None:  # no daemon: set the flag under the state dir's lock
+        from conduitd.oneshot_ops import set_paused_once
+
+        config = _config_or_fail(ctx, as_json=False)
+        names = list(config.names) if every else [str(name)]
+        document = run_async(lambda: set_paused_once(config, names, paused))
+    assert isinstance(document, dict)  # {"paused"|"resumed": [names]}
+    done = document.get("paused" if paused else "resumed") or []
+    click.echo(
+        f"{'paused' if paused else 'resumed'}: {', '.join(map(str, done)) or 'none'}"
+    )
+
+
+def _config_or_fail(ctx: CliContext, *, as_json: bool) -> Config:
+    try:
+        return ctx.load_config()
+    except ConduitdError as error:
+        fail(error, as_json=as_json)
 
 
 @cli.command(epilog=_epilog("completion"))

@@ -40,6 +40,7 @@ METHODS: Final = (
     "resume",
     "trash_list",
     "restore",
+    "trash_purge",
 )
 # AF_UNIX addresses hold about 108 bytes; longer paths go through a directory fd.
 _MAX_SUN_PATH: Final = 100

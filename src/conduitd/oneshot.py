@@ -15,16 +15,18 @@ import anyio
 
 from conduitd.config import Config
 from conduitd.errors import Busy
+from conduitd.hooks import with_error_hook
 from conduitd.index.indexer import Indexer
 from conduitd.jobs.rootfs import RootFs
 from conduitd.reports import generation_document
-from conduitd.storage.conduits import ConduitManager
+from conduitd.storage.conduits import ConduitManager, GenerationRecord
 from conduitd.storage.library import Library, open_library
 from conduitd.storage.lockfile import LockHeld, StateLock
 from conduitd.storage.reconcile import reconcile_conduits
 from conduitd.storage.transactions import TransactionManager, open_transaction_manager
 from conduitd.sync.preview import preview
 from conduitd.sync.service import FileSyncService
+from conduitd.sync.trash_retention import prune_all
 
 
 @dataclass(slots=True)
@@ -88,10 +90,19 @@ def _clean_tmp(root: Any) -> None:
 
 async def sync_once(config: Config, name: str, *, force: bool) -> dict[str, Any]:
     """`conduitd sync NAME` without a daemon; returns the generation document."""
-    config.conduit(name)
+    conduit = config.conduit(name)
     async with writer_session(config) as session:
-        generation = await session.service().sync_now(name, force=force)
+        service = session.service()
+
+        def document(found: GenerationRecord | None) -> dict[str, Any] | None:
+            return generation_document(name, found) if found else None
+
+        generation = await with_error_hook(
+            conduit, lambda: service.sync_now(name, force=force), document
+        )
         assert generation is not None  # explicit runs always record one
+        # Issue 9: retention is applied after every run.
+        await prune_all(session.library, session.tm, [conduit])
         return generation_document(name, generation)
 
 

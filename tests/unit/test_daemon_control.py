@@ -85,6 +85,9 @@ class Handlers:
     async def restore(self, params: JsonObject, progress: ProgressSink) -> object:
         return None
 
+    async def trash_purge(self, params: JsonObject, progress: ProgressSink) -> object:
+        return None
+
 
 @asynccontextmanager
 async def serving(state_dir: Path, handlers: Handlers) -> AsyncIterator[Path]:

@@ -251,12 +251,15 @@ class ConduitTask:
             self._reasons.clear()
 
     def set_paused(self, paused: bool) -> None:
-        """Pause (automatic triggers skip) or resume (catch up on what was skipped)."""
+        """Pause (automatic triggers skip) or resume: one catch-up run (issue 9).
+
+        The catch-up is an automatic run: it records a generation only when
+        it finds work (what changed or was skipped while paused).
+        """
         was_paused, self._paused = self._paused, paused
         if was_paused and not paused:
-            skipped, self._skipped_while_paused = self._skipped_while_paused, False
-            if skipped or not self._dirty.is_empty:
-                self.request(RunReason.CHANGES)
+            self._skipped_while_paused = False
+            self.request(RunReason.RESUME)
 
     def report_progress(self, progress: RunProgress) -> None:
         """The run reports progress: `status` shows it, `sync` callers get it."""

@@ -70,6 +70,9 @@ class ControlHandlers(Protocol):
         self, params: JsonObject, progress: ProgressSink
     ) -> object: ...
     async def restore(self, params: JsonObject, progress: ProgressSink) -> object: ...
+    async def trash_purge(
+        self, params: JsonObject, progress: ProgressSink
+    ) -> object: ...
 
 
 def handler_table(handlers: ControlHandlers) -> dict[str, Handler]:
@@ -87,6 +90,7 @@ def handler_table(handlers: ControlHandlers) -> dict[str, Handler]:
         "resume": handlers.resume,
         "trash_list": handlers.trash_list,
         "restore": handlers.restore,
+        "trash_purge": handlers.trash_purge,
     }
     assert tuple(table) == METHODS  # the client and the server name the same set
     return table

@@ -1,8 +1,8 @@
 """The control socket's methods, answered from the running supervisor.
 
 Implements `control.ControlHandlers`. Methods whose machinery lives in other
-parts (conflicts, resolve, log, trash_list, restore, sync --dry-run) reply
-`not_available` until the lead wires them here.
+parts (conflicts, resolve, log, sync --dry-run) reply `not_available` until
+the lead wires them here.
 """
 
 from __future__ import annotations
@@ -133,10 +133,75 @@ class DaemonHandlers:
         raise NotAvailableYet("log through the daemon is not wired yet")
 
     async def trash_list(self, params: JsonObject, progress: ProgressSink) -> object:
-        raise NotAvailableYet("trash list through the daemon is not wired yet")
+        """`trash list NAME [PATH]`: the conduit's trashed versions, newest first."""
+        from conduitd.sync.restore import trash_list_document
+        from conduitd.wire import path_from_user
+
+        supervisor = self._supervisor
+        supervisor.require_started()
+        assert supervisor.library is not None  # started
+        path = params.get("path")
+        if path is not None and not isinstance(path, str):
+            raise UsageError("params.path must be a string")
+        return await trash_list_document(
+            supervisor.library,
+            supervisor.config,
+            _text(params, "name"),
+            path_from_user(path) if path else None,
+        )
 
     async def restore(self, params: JsonObject, progress: ProgressSink) -> object:
-        raise NotAvailableYet("restore through the daemon is not wired yet")
+        """`restore NAME PATH [--generation N] [--to DEST]` in the daemon's process."""
+        from pathlib import Path
+
+        from conduitd.sync.restore import restore_version
+        from conduitd.wire import path_from_user
+
+        supervisor = self._supervisor
+        supervisor.require_started()
+        assert supervisor.library is not None  # started
+        assert supervisor.transactions is not None  # started
+        generation = params.get("generation")
+        if generation is not None and (
+            isinstance(generation, bool) or not isinstance(generation, int)
+        ):
+            raise UsageError("params.generation must be a whole number")
+        dest = params.get("to")
+        if dest is not None and not (isinstance(dest, str) and os.path.isabs(dest)):
+            raise UsageError("params.to must be an absolute path")
+        return await restore_version(
+            supervisor.library,
+            supervisor.transactions,
+            supervisor.config,
+            _text(params, "name"),
+            path_from_user(_text(params, "path")),
+            generation=generation,
+            dest=Path(dest) if dest else None,
+        )
+
+    async def trash_purge(self, params: JsonObject, progress: ProgressSink) -> object:
+        """`trash purge NAME [--older-than D]`: prune the conduit's trash now."""
+        from conduitd.sync.trash_retention import prune_conduit_trash
+
+        supervisor = self._supervisor
+        supervisor.require_started()
+        assert supervisor.library is not None  # started
+        assert supervisor.transactions is not None  # started
+        older_than_s = params.get("older_than_s")
+        if older_than_s is not None and (
+            isinstance(older_than_s, bool)
+            or not isinstance(older_than_s, int | float)
+            or older_than_s < 0
+        ):
+            raise UsageError("params.older_than_s must be a number of seconds >= 0")
+        conduit = supervisor.config.conduit(_text(params, "name"))
+        summary = await prune_conduit_trash(
+            supervisor.library,
+            supervisor.transactions,
+            conduit,
+            older_than_s=None if older_than_s is None else float(older_than_s),
+        )
+        return summary.document()
 
 
 def _text(params: JsonObject, key: str) -> str:

@@ -27,6 +27,7 @@ class RunReason(enum.StrEnum):
     MANUAL = "manual"  # `conduitd sync NAME`
     SIGNAL = "signal"  # SIGUSR1
     STARTUP = "startup"  # daemon start or added by reload: catch up
+    RESUME = "resume"  # `conduitd resume`: one catch-up run (issue 9)
     RETRY = "retry"  # after a failed run, with backoff
     SCHEDULE = "schedule"  # interval: or cron:
     CHANGES = "changes"  # instant: index change notifications, debounced

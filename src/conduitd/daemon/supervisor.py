@@ -11,6 +11,7 @@ Task tree (STYLE.md: one root group, every task has a parent)::
         heartbeat, drainer     leadership lease, outbox -> sync.db
         WatchService.run       indexer watchers; their changes -> notify_changes
         ConduitTask.run x N    one per configured conduit
+        run_retention          hourly trash pruning (also after every run)
 
 Stop: services are cancelled (runs end interrupted, their cleanup shielded),
 then the outbox gets a last bounded drain, then the root (socket, signals)
@@ -48,6 +49,7 @@ from conduitd.storage.lockfile import LockHeld, StateLock
 from conduitd.storage.reconcile import reconcile_conduits
 from conduitd.storage.state_dir import ensure_state_dir
 from conduitd.storage.transactions import TransactionManager, open_transaction_manager
+from conduitd.sync.trash_retention import run_retention
 from conduitd.timeutil import utc_now_text
 
 logger = structlog.get_logger()
@@ -232,6 +234,11 @@ class Supervisor:
                 for conduit in self.config.conduits:
                     await conduits.start(conduit, paused=conduit.name in paused)
                 self.scheduler.apply(self._schedules())
+                services.start_soon(
+                    partial(
+                        run_retention, self.library, tm, lambda: self.config.conduits
+                    )
+                )
                 task_status.started(services.cancel_scope)
         finally:
             conduits.bind(None)

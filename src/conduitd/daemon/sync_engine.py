@@ -12,9 +12,12 @@ from conduitd.daemon.dirty import DirtyPaths
 from conduitd.daemon.dirty import Side as DirtySide
 from conduitd.daemon.engine import ConduitContext, RunFactory
 from conduitd.daemon.runs import RunFunction, RunProgress, RunRequest
+from conduitd.hooks import with_error_hook
 from conduitd.reports import generation_document
+from conduitd.storage.conduits import GenerationRecord
 from conduitd.sync.operations import Side
 from conduitd.sync.service import ActiveRun, FileSyncService
+from conduitd.sync.trash_retention import prune_all
 
 
 @dataclass(slots=True)
@@ -39,18 +42,28 @@ class SyncEngine:
 
         async def run(request: RunRequest) -> object:
             service = self._service(context)
-            try:
-                generation = await service.sync_now(
+            conduit = context.config()
+
+            async def sync() -> GenerationRecord | None:
+                return await service.sync_now(
                     context.name,
                     force=request.force,
                     explicit=request.explicit,
                     dirty=_dirty_union(request.dirty),
-                    conduit=context.config(),
+                    conduit=conduit,
                 )
+
+            def document(found: GenerationRecord | None) -> dict[str, object] | None:
+                return generation_document(context.name, found) if found else None
+
+            try:
+                generation = await with_error_hook(conduit, sync, document)
             finally:
                 context.expected_writes.clear()
             if generation is None:
                 return None
+            # Issue 9: retention is applied after every run (and hourly).
+            await prune_all(context.library, context.transactions, [conduit])
             return generation_document(context.name, generation)
 
         return run

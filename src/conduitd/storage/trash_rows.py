@@ -89,3 +89,31 @@ async def list_trashed(
             if r.relative_path == prefix or r.relative_path.startswith(prefix + b"/")
         ]
     return found
+
+
+async def delete_trashed(tx: Transaction, ids: Iterable[int]) -> None:
+    """Drop the rows of pruned versions (issue 9: the row goes with the file)."""
+    await tx.execute_many("DELETE FROM sync_trash WHERE id = ?", [(i,) for i in ids])
+
+
+# SQLite allows 999 bound parameters in older builds; stay well under.
+_IN_BATCH = 500
+
+
+async def existing_paths(
+    db: Database, location_ids: Iterable[int], paths: Iterable[bytes]
+) -> set[bytes]:
+    """Which of `paths` the index knows on any of `location_ids` (any kind)."""
+    wanted = sorted(set(paths))
+    locations = tuple(location_ids)
+    found: set[bytes] = set()
+    for start in range(0, len(wanted), _IN_BATCH):
+        batch = wanted[start : start + _IN_BATCH]
+        rows = await db.fetch_all(
+            "SELECT DISTINCT relative_path FROM entry WHERE location_id IN"
+            f" ({', '.join('?' * len(locations))}) AND relative_path IN"
+            f" ({', '.join('?' * len(batch))})",
+            (*locations, *batch),
+        )
+        found.update(bytes(r["relative_path"]) for r in rows)
+    return found

@@ -71,6 +71,7 @@ from conduitd.sync.resolver import (
     resolve_selective,
 )
 from conduitd.sync.rules import IndexRules
+from conduitd.sync.space import StatVfs, check_free_space
 from conduitd.sync.verification import Step, Verification, advance
 from conduitd.timeutil import utc_now
 
@@ -174,6 +175,7 @@ class FileSyncService:
         self.runner = runner or TransferRunner(durability=Durability.SYNCFS)
         self.expect_writes = expect_writes
         self.report_progress = report_progress
+        self.statvfs: StatVfs | None = None  # tests inject a full disk here
         self.conduits = ConduitManager(library.db)
         self.conflict_rows = ConflictRepository(library.db)
         self._slots: dict[str, _Slot] = {}
@@ -299,6 +301,11 @@ class FileSyncService:
         if not explicit and operations.is_empty(count_conflicts=False):
             await self._checked(record, operations, snapshot, conduit)
             return None
+        roots = {"source": endpoints.source.path, "target": endpoints.target.path}
+        short = await check_free_space(conduit, operations, roots, self.statvfs)
+        if short is not None:  # issue 9: nothing written, refused (exit 3)
+            log.warning("free_space_refused", reason=short)
+            await self._refuse(record, short)
         generation = await self._start_generation(record)
         log = log.bind(generation=generation.generation)
         try:
