@@ -185,22 +185,25 @@ class ConduitConfig(BaseModel):
         default="30d",
         alias="trash_retention",
         validate_default=True,
-        description="Trashed versions older than this are pruned, whatever they were.",
+        description="Trashed versions older than this are pruned; the newest copy "
+        "of a file that exists on neither side is kept. See docs/trash-and-restore.md.",
     )
     trash_max_bytes: OptionalSize = Field(
         default="",
         validate_default=True,
-        description='Cap on the trash\'s size, oldest pruned first; "" is no cap.',
+        description='Cap on the conduit\'s trash, oldest versions pruned first; "" '
+        "is no cap.",
     )
     min_free: MinFreeValue = Field(
         default="1G",
         validate_default=True,
-        description="Refuse a run that would leave less free space on the target.",
+        description="Refuse a run (exit 3, nothing written) that would leave less "
+        "free space than this on a filesystem it writes to.",
     )
     on_error: Strings = Field(
         default=(),
-        description="A command run when a run fails, with a JSON summary on stdin, "
-        'e.g. `["notify-send", "conduitd"]`.',
+        description="A command run (no shell) when a run fails or is refused, with "
+        'a JSON summary on stdin, e.g. `["notify-send", "conduitd"]`.',
     )
 
     @property
