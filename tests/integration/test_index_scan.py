@@ -525,3 +525,67 @@ async def outbox(library: Library) -> list[tuple[str, str, str, str]]:
         "SELECT model_type, record_id, change_type, data FROM sync_outbox ORDER BY id"
     )
     return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+async def test_paths_that_ignore_rules_usually_name_are_still_indexed(
+    library: Library, root: Path
+) -> None:
+    # Rules are the resolver's business (two conduits may share a location).
+    (root / "node_modules").mkdir()
+    (root / "node_modules" / "x.js").write_bytes(b"x")
+    (root / "a.tmp").write_bytes(b"t")
+    (root / ".DS_Store").write_bytes(b"d")
+    record = await add_location(library, root)
+
+    entries = await scan_map(Indexer.for_library(library), record)
+
+    assert {b"node_modules/x.js", b"a.tmp", b".DS_Store"} <= set(entries)
+
+
+async def test_hashing_never_opens_a_fifo_or_follows_a_symlink(root: Path) -> None:
+    from conduitd.index.hashing import HashStatus, hash_file
+
+    os.mkfifo(root / "pipe")  # opening it without O_NONBLOCK would block
+    os.symlink("/etc/hostname", root / "link")
+    dev = os.stat(root).st_dev
+
+    with anyio.fail_after(5):
+        pipe = await anyio.to_thread.run_sync(
+            hash_file, os.fsencode(root), b"pipe", dev
+        )
+        link = await anyio.to_thread.run_sync(
+            hash_file, os.fsencode(root), b"link", dev
+        )
+
+    assert pipe.status is HashStatus.NOT_REGULAR
+    assert link.status is HashStatus.NOT_REGULAR
+
+
+async def digest_of(library: Library, record: LocationRecord, path: bytes) -> object:
+    row = await library.db.fetch_one(
+        "SELECT listing_digest FROM entry WHERE location_id = ? AND relative_path = ?",
+        (record.id, path),
+    )
+    assert row is not None
+    return row[0]
+
+
+async def test_a_write_outside_a_scan_clears_the_parent_listing_digest(
+    library: Library, root: Path
+) -> None:
+    (root / "d").mkdir()
+    (root / "d" / "f").write_bytes(b"one")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+    await indexer.scan(record)
+    assert await digest_of(library, record, b"d") is not None
+
+    (root / "d" / "f").write_bytes(b"two")
+    await indexer.refresh(record.id, [b"d/f"])
+
+    assert await digest_of(library, record, b"d") is None
+    report = await indexer.scan(record)
+    assert (report.updated, report.hashed_files) == (0, 0)  # refresh did it all
+    assert await digest_of(library, record, b"d") is not None
+    entries = await load_entry_map(library.db, record.id)
+    assert entries[b"d/f"].content_id == content_id(b"two")

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +89,25 @@ def cid(data: bytes) -> str:
 
 
 @pytest.fixture
-def place(tmp_path: Path) -> Path:
+def place() -> Iterator[Path]:
+    """A work directory `nobody` can reach, with a state dir it owns.
+
+    Not under pytest's tmp_path: a pytest session started meanwhile (by anyone)
+    sets /tmp/pytest-of-<user> back to 0700, which locks `nobody` out.
+    """
     drop_privileges_prefix()  # skips with the reason when it cannot work
-    make_traversable(tmp_path)
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    give_to_unprivileged(state)
-    return tmp_path
+    work = Path(tempfile.mkdtemp(prefix="conduitd-index-nobody-", dir="/tmp"))
+    try:
+        make_traversable(work)
+        state = work / "state"
+        state.mkdir(mode=0o700)
+        give_to_unprivileged(state)
+        yield work
+    finally:
+        for path in work.rglob("*"):  # undo the chmods that lock out the cleanup
+            if path.is_dir() and not path.is_symlink():
+                path.chmod(0o755)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_unreadable_file_and_directory_keep_their_rows_flagged(place: Path) -> None:
@@ -110,7 +125,8 @@ def test_unreadable_file_and_directory_keep_their_rows_flagged(place: Path) -> N
     os.chmod(root / "secret.txt", 0)
     os.chmod(root / "private", 0)
     try:
-        second = scan_as_nobody(place / "state", root)
+        scan_as_nobody(place / "state", root)
+        second = scan_as_nobody(place / "state", root)  # still unreadable
     finally:
         os.chmod(root / "private", 0o755)
         os.chmod(root / "secret.txt", 0o644)

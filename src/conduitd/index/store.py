@@ -9,8 +9,10 @@ writes through `Database.transaction()` and logs nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
+
+import anyio
 
 from conduitd.index.scanner import ChangeSet
 from conduitd.storage.database import Database
@@ -65,6 +67,9 @@ class _Batch:
     removed: list[bytes]
     removed_subtrees: list[bytes]
     added: int
+    # listing digests, written by the last batch once every row they vouch
+    # for is in (the batches before it committed)
+    digests: dict[bytes, bytes | None] = field(default_factory=dict)
 
 
 class IndexStore:
@@ -84,9 +89,11 @@ class IndexStore:
         """Write a change set; return the counts and every path deleted.
 
         Deletes go first, then upserts in path order (parents before children)
-        in transactions of at most `batch_rows` rows (None: one transaction).
+        in transactions of at most `batch_rows` rows (None: one transaction),
+        then the listing digests, in the last one.
         """
-        ordered = sorted(changes.upserts.items())
+        # Sorting 100k paths takes tens of milliseconds: not on the event loop.
+        ordered = await anyio.to_thread.run_sync(sorted, changes.upserts.items())
         size = batch_rows or max(1, len(ordered))
         first = _Batch(
             upserts=ordered[:size],
@@ -98,20 +105,21 @@ class IndexStore:
             _Batch(ordered[i : i + size], [], [], 0)
             for i in range(size, len(ordered), size)
         ]
+        batches[-1].digests = changes.final_digests()
         total = WriteCounts()
         deleted: list[bytes] = []
         for batch in batches:
             batch.added = sum(1 for path, _ in batch.upserts if path in changes.added)
-            if not (batch.upserts or batch.removed or batch.removed_subtrees):
+            if not (
+                batch.upserts
+                or batch.removed
+                or batch.removed_subtrees
+                or batch.digests
+            ):
                 continue
             counts, gone = await self._commit_batch(location, batch)
             total += counts
             deleted += gone
-        # Last, once every row they vouch for is committed.
-        digests = changes.final_digests()
-        if digests:
-            async with self.db.transaction() as tx:
-                await set_listing_digests(tx, location.id, digests.items())
         return total, deleted
 
     async def _commit_batch(
@@ -194,6 +202,7 @@ async def _apply_batch(
     await clear_listing_digests(
         tx, location_id, {parent_path(p) for p in (*written, *deleted) if p}
     )
+    await set_listing_digests(tx, location_id, batch.digests.items())
     # A path deleted with its subtree and written again (a directory that became
     # a file) counts as updated, not as removed and added.
     rewritten = {p for p, _ in batch.upserts}
