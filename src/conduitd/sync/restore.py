@@ -19,7 +19,7 @@ import anyio
 import structlog
 
 from conduitd.config import ConduitConfig, Config
-from conduitd.errors import ConduitdError, UsageError
+from conduitd.errors import ConduitdError, TransferError, UsageError
 from conduitd.jobs.paths import is_within
 from conduitd.jobs.restore import RestoreReport, restore_into_root, restore_outside
 from conduitd.jobs.rootfs import RootFs
@@ -45,6 +45,12 @@ class NothingToRestore(ConduitdError):
 
     kind = "not_found"
     exit_code = 1
+
+
+class RestoreFailed(TransferError):
+    """The copy out of the trash failed (permissions, a full disk, I/O)."""
+
+    kind = "restore_failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +164,8 @@ async def restore_version(
         UsageError: unknown conduit, or a path that is not relative.
         NothingToRestore: no such trashed version.
         SafetyRefusal: DEST outside a root already exists (exit 3).
-        TransferError: the trashed copy is gone or damaged.
+        TransferError: the trashed copy is gone or damaged, or the copy
+            failed (RestoreFailed: permissions, a full disk, I/O).
     """
     conduit = config.conduit(name)
     record = await ConduitManager(library.db).get_by_name(name)
@@ -170,9 +177,12 @@ async def restore_version(
         await list_trashed(library.db, record.id), path, generation
     )
     where = destination_for(conduit, row, path, dest)
-    report = await anyio.to_thread.run_sync(
-        _restore_blocking, conduit, row, trash_rel, where, record.sync_generation
-    )
+    try:
+        report = await anyio.to_thread.run_sync(
+            _restore_blocking, conduit, row, trash_rel, where, record.sync_generation
+        )
+    except OSError as exc:
+        raise RestoreFailed(f"cannot restore to {where.text()}: {exc}") from exc
     displaced = await _record_displaced(tm, record, where, report)
     logger.info(
         "version_restored",
