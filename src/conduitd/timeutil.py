@@ -19,4 +19,4 @@ def utc_now_text() -> str:
 
 
 def parse_utc(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return datetime.fromisoformat(text)

@@ -6,6 +6,7 @@ import fcntl
 import os
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 LOCK_FILE = "conduitd.lock"
 
@@ -44,7 +45,7 @@ class StateLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> StateLock:
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 

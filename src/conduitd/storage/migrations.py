@@ -48,7 +48,9 @@ async def migration_status(
             f"{db.path} was migrated by a newer conduitd (versions {unknown}); "
             "upgrade conduitd"
         )
-    return [MigrationState(m.version, m.name, applied.get(m.version)) for m in migrations]
+    return [
+        MigrationState(m.version, m.name, applied.get(m.version)) for m in migrations
+    ]
 
 
 async def migrate_up(db: Database, migrations: Sequence[Migration]) -> list[Migration]:
@@ -57,7 +59,9 @@ async def migrate_up(db: Database, migrations: Sequence[Migration]) -> list[Migr
     if versions != sorted(set(versions)):
         raise StorageError("migrations must have strictly increasing versions")
     states = await migration_status(db, migrations)
-    pending = [m for m, s in zip(migrations, states, strict=True) if s.applied_at is None]
+    pending = [
+        m for m, s in zip(migrations, states, strict=True) if s.applied_at is None
+    ]
     for migration in pending:
         async with db.transaction() as tx:
             for statement in _split_statements(migration.sql):
