@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from conduitd.config import ConduitConfig, SyncMode
+from conduitd.index.marker import MarkerStatus, classify_marker, read_marker
 from conduitd.index.scanner import ChangeSet, TreeScanner
 from conduitd.index.walk import DIRECTORY, DirTask, values_from_stat
 from conduitd.storage.entries import EntryValues, entry_row, is_within
@@ -43,6 +46,29 @@ _BASELINE_SQL = (
     " b.symlink_target, b.generation FROM sync_baseline b"
     " JOIN sync_conduit c ON c.id = b.conduit_id WHERE c.name = ?"
 )
+_LOCATION_SQL = "SELECT uuid, has_marker, index_lost FROM location WHERE path = ?"
+_CONDUIT_SQL = "SELECT sync_generation, paused FROM sync_conduit WHERE name = ?"
+_LIBRARY_SQL = "SELECT value FROM library_info WHERE key = 'library_uuid'"
+
+
+@dataclass(frozen=True, slots=True)
+class _Location:
+    uuid: uuid.UUID
+    has_marker: bool
+    index_lost: bool
+
+
+@dataclass(slots=True)
+class _Known:
+    """What an existing library says of a conduit (nothing without one)."""
+
+    source: dict[bytes, EntryValues] = field(default_factory=dict)
+    target: dict[bytes, EntryValues] = field(default_factory=dict)
+    baseline: dict[bytes, BaselineRow] = field(default_factory=dict)
+    library: uuid.UUID | None = None
+    locations: list[_Location | None] = field(default_factory=lambda: [None, None])
+    generation: int = 0
+    paused: bool = False
 
 
 def _library_db(state_dir: Path) -> Path | None:
@@ -53,31 +79,66 @@ def _library_db(state_dir: Path) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-def _read_known(
-    state_dir: Path, conduit: ConduitConfig
-) -> tuple[
-    dict[bytes, EntryValues], dict[bytes, EntryValues], dict[bytes, BaselineRow]
-]:
+def _read_known(state_dir: Path, conduit: ConduitConfig) -> _Known:
     db = _library_db(state_dir)
+    known = _Known()
     if db is None:
-        return {}, {}, {}
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        return known
+    # A read-only connection to a WAL database creates `-wal` and `-shm` files
+    # and leaves them behind: with no WAL in use (no other process has the
+    # library open), read it as immutable so that nothing is created at all.
+    live = db.with_name(db.name + "-wal").exists()
+    conn = sqlite3.connect(
+        f"file:{db}?mode=ro{'' if live else '&immutable=1'}", uri=True
+    )
     try:
-        sides = []
-        for root in (conduit.source, conduit.target):
+        for side, root in enumerate((conduit.source, conduit.target)):
             rows = conn.execute(_VALUES_SQL, (os.fsencode(root),)).fetchall()
-            sides.append({bytes(r[0]): tuple(r[1:]) for r in rows})
-        baseline = {
+            (known.source, known.target)[side].update(
+                {bytes(r[0]): tuple(r[1:]) for r in rows}
+            )
+            row = conn.execute(_LOCATION_SQL, (os.fsencode(root),)).fetchone()
+            if row is not None:
+                known.locations[side] = _Location(
+                    uuid.UUID(bytes=bytes(row[0])), bool(row[1]), bool(row[2])
+                )
+        known.baseline = {
             bytes(r[0]): BaselineRow(
                 bytes(r[0]), EntryKind(r[1]), r[2], r[3], r[4], r[5], r[6], r[7]
             )
             for r in conn.execute(_BASELINE_SQL, (conduit.name,))
         }
+        row = conn.execute(_CONDUIT_SQL, (conduit.name,)).fetchone()
+        if row is not None:
+            known.generation, known.paused = int(row[0]), bool(row[1])
+        row = conn.execute(_LIBRARY_SQL).fetchone()
+        known.library = uuid.UUID(row[0]) if row is not None else None
     except sqlite3.Error:
-        return {}, {}, {}
+        return _Known()
     finally:
         conn.close()
-    return sides[0], sides[1], baseline
+    return known
+
+
+def _judge_markers(conduit: ConduitConfig, known: _Known) -> tuple[str | None, bool]:
+    """(refusal, union) as the real run's root checks would find them.
+
+    A marker the library does not know means a lost index (a union run); a
+    marker that vanished from a root that had one means an unmounted disk.
+    """
+    union = False
+    for root, location in zip(conduit.roots, known.locations, strict=True):
+        found = read_marker(os.fsencode(root))
+        if found.unreadable:
+            return f"the marker of {root} cannot be read", False
+        if location is None or known.library is None:
+            union = union or found.exists
+            continue
+        status = classify_marker(found, known.library, location.uuid)
+        if status is MarkerStatus.MISSING and location.has_marker:
+            return f"the marker of {root} vanished: unmounted?", False
+        union = union or location.index_lost or status is MarkerStatus.FOREIGN
+    return None, union
 
 
 async def scan_in_memory(
@@ -106,31 +167,47 @@ async def preview(
     state_dir: Path, conduit: ConduitConfig, *, force: bool, first_run: bool
 ) -> dict[str, Any]:
     """The `sync --dry-run --json` document for one conduit."""
-    await ensure_roots(conduit, first_run=first_run, dry_run=True)
-    known_source, known_target, baseline = await anyio.to_thread.run_sync(
-        _read_known, state_dir, conduit
+    known = await anyio.to_thread.run_sync(_read_known, state_dir, conduit)
+    await ensure_roots(
+        conduit, first_run=first_run and known.generation == 0, dry_run=True
     )
+    baseline = known.baseline
+    refused, union = await anyio.to_thread.run_sync(_judge_markers, conduit, known)
+    if not conduit.enabled:
+        refused = f"conduit {conduit.name!r} is disabled"
+    elif known.paused:
+        refused = f"conduit {conduit.name!r} is paused"
     limiter = anyio.CapacityLimiter(4)
-    source = await scan_in_memory(conduit.source, known_source, limiter)
-    target = await scan_in_memory(conduit.target, known_target, limiter)
+    source = await scan_in_memory(conduit.source, known.source, limiter)
+    target = await scan_in_memory(conduit.target, known.target, limiter)
     include = conduit.include if conduit.mode is SyncMode.SELECTIVE else ()
     rules = IndexRules(conduit.ignore, include, use_index_rules=conduit.use_index_rules)
     two_way = conduit.mode is SyncMode.BIDIRECTIONAL
     if two_way:
-        ops = resolve_bidirectional(source, target, baseline, rules, union=not baseline)
+        union = union or not baseline
+        ops = resolve_bidirectional(source, target, baseline, rules, union=union)
     elif conduit.mode is SyncMode.SELECTIVE:
         ops = resolve_selective(
-            source, target, rules, now_ns=time.time_ns(), recent_s=conduit.recent_s
+            source,
+            target,
+            rules,
+            now_ns=time.time_ns(),
+            recent_s=conduit.recent_s,
+            union=union,
         )
     else:
-        ops = resolve_mirror(source, target, rules)
-    refused = check_empty_source(
-        source,
-        target,
-        rules,
-        bidirectional=two_way,
-        first_sync=two_way and not baseline,
-    ) or check_delete_ratio(
-        ops, target, rules, conduit.max_delete_percent, force, source=source
+        ops = resolve_mirror(source, target, rules, union=union)
+    refused = (
+        refused
+        or check_empty_source(
+            source,
+            target,
+            rules,
+            bidirectional=two_way,
+            first_sync=two_way and union,
+        )
+        or check_delete_ratio(
+            ops, target, rules, conduit.max_delete_percent, force, source=source
+        )
     )
     return plan_document(conduit.name, ops, refused)

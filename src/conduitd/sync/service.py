@@ -39,7 +39,7 @@ from conduitd.storage.conflicts import (
 )
 from conduitd.storage.entries import load_entry_map
 from conduitd.storage.library import Library
-from conduitd.storage.models import EntryRow
+from conduitd.storage.models import EntryKind, EntryRow
 from conduitd.storage.transactions import TransactionManager
 from conduitd.storage.trash_rows import TrashReason as TrashRowReason
 from conduitd.storage.trash_rows import TrashRow, record_trashed
@@ -495,6 +495,13 @@ class FileSyncService:
             )
         finally:
             self.active.pop(conduit.name, None)
+        # Unreadable entries, paths held because of one, and directories that
+        # cannot give way (something ignored stays inside) are per-path
+        # failures: counted, so the run exits 1 (issue 5), never silent.
+        not_synced = _paths_not_synced(snapshot, operations, rules_for(conduit))
+        if not_synced:
+            first = [p.decode("utf-8", "surrogateescape") for p in not_synced[:5]]
+            log.warning("paths_not_synced", count=len(not_synced), first=first)
         counts = GenerationCounts(
             files_copied=report.files_copied,
             metadata_updated=report.metadata_updated,
@@ -503,7 +510,7 @@ class FileSyncService:
             conflicts_pending=len(pending),
             files_skipped=report.files_skipped,
             bytes_transferred=report.bytes_transferred,
-            errors_encountered=report.errors_encountered,
+            errors_encountered=report.errors_encountered + len(not_synced),
         )
         async with self.tm.transaction() as tx:
             generation = await self.conduits.record_counts(tx, generation.id, counts)
@@ -512,9 +519,9 @@ class FileSyncService:
         )
         error = (
             None
-            if report.errors_encountered == 0
+            if counts.errors_encountered == 0
             else (
-                f"{report.errors_encountered} path(s) failed in generation"
+                f"{counts.errors_encountered} path(s) failed in generation"
                 f" {generation.generation}"
             )
         )
@@ -526,7 +533,7 @@ class FileSyncService:
             generation = await self.conduits.complete_generation(
                 tx, generation.id, GenerationStatus.COMPLETED, error
             )
-        if union and report.errors_encountered == 0 and status is Verification.VERIFIED:
+        if union and counts.errors_encountered == 0 and status is Verification.VERIFIED:
             for location in (endpoints.source, endpoints.target):
                 if location.index_lost:
                     await self.indexer.clear_index_lost(location.id)
@@ -649,9 +656,13 @@ class FileSyncService:
             return await self._advance(generation, state, Step.LIBRARY_SYNC_FAILED)
         fresh = await self._snapshot(record, endpoints)
         again, _ = self._resolve(conduit, fresh, endpoints, paths=paths)
+        # A copy held for its parent means the parent changed kind under the
+        # run (e.g. a directory swapped for a symlink): outside the touched
+        # paths, so only a full run can converge it (issue 5).
+        parent_held = any(h.reason == "parent" for h in again.held)
         step = (
             Step.NOTHING_REMAINS
-            if again.is_empty(count_conflicts=False) or not paths
+            if (again.is_empty(count_conflicts=False) and not parent_held) or not paths
             else Step.WORK_REMAINS
         )
         if step is Step.WORK_REMAINS:
@@ -730,6 +741,26 @@ class FileSyncService:
 def rules_for(conduit: ConduitConfig) -> IndexRules:
     include = conduit.include if conduit.mode is SyncMode.SELECTIVE else ()
     return IndexRules(conduit.ignore, include, use_index_rules=conduit.use_index_rules)
+
+
+def _paths_not_synced(
+    snapshot: Snapshot, operations: SyncOperations, rules: IndexRules
+) -> list[bytes]:
+    """Paths flagged unreadable on either side, or held for one or because
+    they are occupied, sorted."""
+    found = {
+        h.relative_path
+        for h in operations.held
+        if h.reason in ("unreadable", "occupied")
+    }
+    for entries in (snapshot.source, snapshot.target):
+        found.update(
+            path
+            for path, entry in entries.items()
+            if entry.unreadable
+            and not rules.is_ignored(path, entry.kind is EntryKind.DIRECTORY)
+        )
+    return sorted(found)
 
 
 def _side(entry: EntryRow | None) -> ConflictSide:
