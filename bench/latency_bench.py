@@ -34,7 +34,7 @@ def start_daemon(
 ) -> tuple[subprocess.Popen[bytes], Path]:
     config = work / "conduitd.toml"
     config.write_text(
-        f'[daemon]\nstate_dir = "{work}/state"\nlog_level = "warning"\n\n'
+        f'[daemon]\nstate_dir = "{work}/state"\nlog_level = "info"\n\n'
         f'[[conduit]]\nname = "bench"\nsource = "{source}"\ntarget = "{target}"\n'
         'schedule = "instant"\nmax_delete_percent = 100\nmin_free = "1%"\n'
     )

@@ -31,6 +31,30 @@ async def load_baseline(db: Database, conduit_id: int) -> dict[bytes, BaselineRo
     }
 
 
+async def load_baseline_subset(
+    db: Database, conduit_id: int, paths: Iterable[bytes]
+) -> dict[bytes, BaselineRow]:
+    """Baseline rows of `paths` and their subtrees (incremental resolution)."""
+    if not any(paths):
+        return {}
+    whole = await load_baseline(db, conduit_id)
+    prefixes = tuple(p + b"/" for p in paths if p)
+    wanted = set(paths)
+    return {
+        path: row
+        for path, row in whole.items()
+        if path in wanted or path.startswith(prefixes)
+    }
+
+
+async def has_any_baseline(db: Database, conduit_id: int) -> bool:
+    row = await db.fetch_one(
+        "SELECT EXISTS (SELECT 1 FROM sync_baseline WHERE conduit_id = ?)",
+        (conduit_id,),
+    )
+    return bool(row and row[0])
+
+
 async def replace_baseline_paths(
     tx: Transaction,
     conduit_id: int,

@@ -117,6 +117,46 @@ async def load_entry_map(db: Reader, location_id: int) -> dict[bytes, EntryRow]:
     return {path: entry_row(path, v) for path, v in values.items()}
 
 
+async def load_entry_subset(
+    db: Reader, location_id: int, paths: Iterable[bytes]
+) -> dict[bytes, EntryRow]:
+    """The rows of `paths`, their subtrees and their ancestors (root included).
+
+    What an incremental resolution of `paths` needs: it costs what changed,
+    not what exists (one ranged query per path on the (location, path) index).
+    """
+    wanted = {p for p in paths if p}
+    ancestors = {b""}
+    for path in wanted:
+        parent = parent_path(path)
+        while parent and parent not in ancestors:
+            ancestors.add(parent)
+            parent = parent_path(parent)
+    found: dict[bytes, EntryValues] = {}
+    for path in sorted(wanted):
+        if any(is_within(path, other) for other in _parents_in(path, wanted)):
+            continue  # its subtree is loaded with an ancestor's
+        found.update(await load_entry_values(db, location_id, path))
+    missing = sorted(ancestors - found.keys())
+    sql = f"SELECT relative_path, {_VALUE_COLUMNS} FROM entry WHERE location_id = ?"
+    for start in range(0, len(missing), _IN_CHUNK):
+        chunk = missing[start : start + _IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        rows = await db.fetch_all(
+            f"{sql} AND relative_path IN ({marks})", [location_id, *chunk]
+        )
+        found.update({row[0]: row[1:] for row in rows})
+    return {path: entry_row(path, v) for path, v in found.items()}
+
+
+def _parents_in(path: bytes, candidates: set[bytes]) -> Iterable[bytes]:
+    parent = parent_path(path)
+    while parent:
+        if parent in candidates:
+            yield parent
+        parent = parent_path(parent)
+
+
 async def load_entry_values(
     db: Reader, location_id: int, prefix: bytes | None = None
 ) -> dict[bytes, EntryValues]:
