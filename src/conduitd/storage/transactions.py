@@ -224,6 +224,10 @@ class TransactionManager:
         device is not the leader (its rows wait).
         """
         async with self._lock():
+            # A follower skips reading rows it may not append (append_many
+            # re-checks the lease for a leader anyway).
+            if not self.leadership.is_leader() and not await self.leadership.check():
+                return 0
             rows = await self.library.db.fetch_all(
                 "SELECT * FROM sync_outbox ORDER BY id LIMIT ?", (limit,)
             )
