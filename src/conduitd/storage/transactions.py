@@ -139,9 +139,7 @@ class LoggedTransaction(Transaction):
     async def write_log(self) -> None:
         """Write the buffered outbox rows (the TransactionManager calls this)."""
         rows, self._rows = self._rows, []
-        if len(rows) == 1:
-            await self.execute(_OUTBOX_INSERT, rows[0])
-        elif rows:
+        if rows:  # executemany: one round trip to the connection's thread
             await self.execute_many(_OUTBOX_INSERT, rows)
 
 
