@@ -1,16 +1,21 @@
 """Test-only crash hooks: `CONDUITD_CRASH_AT=<label>[:<n>]` exits at a labelled step.
 
-The variable is read once, at import. When it is unset, `crash_point` costs one
-global lookup and a comparison, so hooks can sit on hot paths.
+`CONDUITD_FAIL_AT=<label>[:<n>|:*]` makes a labelled durability step report EIO
+instead (the n-th hit, or every hit), for the redo-from-scratch tests (issue 8).
+The variables are read once, at import. When they are unset, `crash_point` and
+`fail_point` cost one global lookup and a comparison, so hooks can sit on hot
+paths. The labels are listed in docs/crash-safety.md.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from typing import Final
 
 ENV_VAR: Final = "CONDUITD_CRASH_AT"
+FAIL_ENV_VAR: Final = "CONDUITD_FAIL_AT"
 EXIT_CODE: Final = 137  # what a SIGKILL looks like to a shell
 
 
@@ -38,3 +43,30 @@ def crash_point(label: str) -> None:
         sys.stderr.write(f"conduitd: crash point {label} hit {_hits}\n")
         sys.stderr.flush()
         os._exit(EXIT_CODE)
+
+
+def _parse_fail(spec: str | None) -> tuple[str | None, int]:
+    """`label` → (label, 1); `label:n` → (label, n); `label:*` → (label, 0: all)."""
+    if spec and spec.endswith(":*") and len(spec) > 2:
+        return spec[:-2], 0
+    return _parse(spec)
+
+
+_FAIL_TARGET, _FAIL_AT = _parse_fail(os.environ.get(FAIL_ENV_VAR))
+_fail_hits = 0
+
+
+def fail_point(label: str) -> None:
+    """Raise EIO on the configured hit of `label` (every hit for `label:*`).
+
+    Raises:
+        OSError: EIO, as a failed fsync/syncfs reports it.
+    """
+    if _FAIL_TARGET is None or label != _FAIL_TARGET:
+        return
+    global _fail_hits
+    _fail_hits += 1
+    if _FAIL_AT in (0, _fail_hits):
+        sys.stderr.write(f"conduitd: fail point {label} hit {_fail_hits}\n")
+        sys.stderr.flush()
+        raise OSError(errno.EIO, os.strerror(errno.EIO), f"fail point {label}")

@@ -42,6 +42,7 @@ from conduitd.daemon.schedules import ConduitScheduler
 from conduitd.daemon.signals import serve_signals
 from conduitd.daemon.watching import WatchService
 from conduitd.errors import AlreadyRunning, ConduitdError, ConfigError
+from conduitd.jobs.rootfs import clean_root_tmp
 from conduitd.logs import configure_logging
 from conduitd.storage.conduits import ConduitManager
 from conduitd.storage.library import Library, open_library
@@ -205,6 +206,12 @@ class Supervisor:
             interrupted = await ConduitManager(self.library.db).interrupt_unfinished(tx)
         if interrupted:
             logger.warning("generations_interrupted", count=len(interrupted))
+        # Issue 8: temp files of copies a SIGKILL cut short; nothing writes yet.
+        for conduit in self.config.conduits:
+            for root in (conduit.source, conduit.target):
+                removed = await anyio.to_thread.run_sync(clean_root_tmp, root)
+                if removed:
+                    logger.info("temp_files_removed", root=str(root), count=removed)
         report = await reconcile_conduits(self.library, self.config, tm=tm)
         logger.info(
             "conduits_reconciled",

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
+from conduitd.crashpoints import crash_point, fail_point
 from conduitd.errors import TransferError
 from conduitd.jobs.copy import TempFile
 from conduitd.jobs.entries import matches
@@ -111,6 +112,7 @@ def commit_batch(
             nothing of the batch may be recorded as synced.
     """
     _sync_temps(dst, items, durable)
+    crash_point("commit.after_durable")
     slots = [_Slot(item) for item in items]
     for slot in slots:
         _guarded(dst, slot, lambda s: _stage_old_version(dst, s, generation, trash))
@@ -124,6 +126,7 @@ def commit_batch(
         _guarded(dst, slot, lambda s: _put_in_place(dst, s))
     touched = {d for s in slots for d in s.touched}
     _sync_dirs(dst, touched, durable)
+    crash_point("commit.after_dir_fsync")
     return [_finish(slot) for slot in slots]
 
 
@@ -132,12 +135,14 @@ def _sync_temps(
 ) -> None:
     try:
         if durable is Durability.SYNCFS and dst.syncfs():
+            fail_point("commit.sync_temps")  # as if syncfs had reported EIO
             return
         pending = [i.temp.tmp_rel for i in items if not i.temp.synced]
         if pending:
             with ThreadPoolExecutor(min(_FSYNC_WORKERS, len(pending))) as pool:
                 for _ in pool.map(dst.fsync_entry, pending):
                     pass
+        fail_point("commit.sync_temps")
     except OSError as exc:
         drop_temps(dst, items)
         raise DurabilityError(
@@ -267,6 +272,7 @@ def _put_in_place(dst: RootFs, slot: _Slot) -> None:
         raise TargetChanged(
             f"{describe(rel)}: target appeared or its directory vanished"
         ) from exc
+    crash_point("commit.after_rename")
     slot.touched.add(parent_of(rel))
     if trashed is not None:
         slot.touched.update(touched_dirs(trashed))

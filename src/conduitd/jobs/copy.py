@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import blake3
 
+from conduitd.crashpoints import crash_point
 from conduitd.errors import TransferError
 from conduitd.jobs import syscalls
 from conduitd.jobs.entries import matches
@@ -126,6 +127,7 @@ def _copy_file(
             raise
     finally:
         os.close(src_fd)
+    crash_point("copy.after_temp_write")
     return TempFile(
         tmp_rel, EntryKind.FILE, expected.size, expected.content_id, expected, fsync
     )
@@ -269,4 +271,5 @@ def _copy_symlink(
         with suppress(OSError):
             dst.remove_temp(tmp_rel)
         raise
+    crash_point("copy.after_temp_write")
     return TempFile(tmp_rel, EntryKind.SYMLINK, len(target), None, expected, fsync)

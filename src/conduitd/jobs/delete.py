@@ -6,6 +6,7 @@ import enum
 import errno
 from dataclasses import dataclass
 
+from conduitd.crashpoints import crash_point
 from conduitd.jobs.entries import matches
 from conduitd.jobs.failures import (
     Side,
@@ -98,9 +99,11 @@ def _trash(
     root: RootFs, rel: bytes, expected: EntryRow, generation: int
 ) -> DeleteOutcome:
     """Move into trash, then check that what moved is what we checked."""
+    crash_point("delete.before_trash")
     item = move_to_trash(
         root, rel, generation, reason=TrashReason.DELETED, expected=expected
     )
+    crash_point("delete.after_trash")
     if matches(root.lstat(item.trash_rel), expected):
         return DeleteOutcome(rel, expected.kind, DeleteStatus.DELETED, item)
     # Swapped between the check and the move: put it back if the name is free.

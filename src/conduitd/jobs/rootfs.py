@@ -351,6 +351,19 @@ class RootFs:
         return removed
 
 
+def clean_root_tmp(path: PathArg) -> int:
+    """Empty `.conduitd/tmp/` of the root at `path`; count removed.
+
+    Crash recovery at start, while nothing writes the root. A missing or
+    unreadable root counts 0: the run's own checks refuse it later.
+    """
+    try:
+        with RootFs(path) as root:
+            return root.clean_tmp()
+    except OSError:
+        return 0
+
+
 def _mkdir_at(dir_fd: int, name: bytes, mode: int) -> None:
     """mkdir then an explicit chmod, so the umask never decides the mode."""
     os.mkdir(name, 0o700, dir_fd=dir_fd)

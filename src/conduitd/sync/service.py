@@ -17,6 +17,7 @@ import anyio
 import structlog
 
 from conduitd.config import ConduitConfig, Config, DeleteStrategy, SyncMode
+from conduitd.crashpoints import crash_point
 from conduitd.errors import SafetyRefusal, UsageError
 from conduitd.index.indexer import Indexer
 from conduitd.jobs.commit import Durability
@@ -306,6 +307,7 @@ class FileSyncService:
         if short is not None:  # issue 9: nothing written, refused (exit 3)
             log.warning("free_space_refused", reason=short)
             await self._refuse(record, short)
+        crash_point("service.mid_resolution")  # resolved, no generation row yet
         generation = await self._start_generation(record)
         log = log.bind(generation=generation.generation)
         try:
@@ -606,6 +608,7 @@ class FileSyncService:
                 if rows:
                     async with self.tm.transaction() as tx:
                         await record_trashed(tx, rows)
+                crash_point("service.after_batch_rows")
 
             def progress(p: Progress) -> None:
                 active.files_done, active.files_total = p.files_done, p.files_total
