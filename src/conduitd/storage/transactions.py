@@ -72,7 +72,14 @@ class LoggedTransaction(Transaction):
         super().__init__(inner._conn)
         self._device_id = device_id
         self._rows: list[tuple[str, str, str, str, str, int, str]] = []
+        self._timestamp: str | None = None
         self.changes: list[LoggedChange] = []
+
+    def _now(self) -> str:
+        # One timestamp per transaction: its changes happen together.
+        if self._timestamp is None:
+            self._timestamp = utc_now_text()
+        return self._timestamp
 
     async def log_change(self, record: Syncable, change_type: ChangeType) -> None:
         """Log one record's full state (for a delete: its last state)."""
@@ -84,7 +91,7 @@ class LoggedTransaction(Transaction):
         """Log each record (meant for 10 to 1,000 of them): one entry each."""
         if change_type is ChangeType.BULK_INSERT:
             raise StorageError("bulk_insert entries are written by log_bulk")
-        now = utc_now_text()
+        now = self._now()
         change = change_type.value
         for record in records:
             record_id = str(record.record_uuid)
@@ -126,7 +133,7 @@ class LoggedTransaction(Transaction):
         self._rows.append(
             (
                 self._device_id,
-                utc_now_text(),
+                self._now(),
                 model_type,
                 str(record_id),
                 bulk.value,
