@@ -13,7 +13,7 @@ import click
 
 from conduitd import __version__
 from conduitd.completion import complete_conduit_names
-from conduitd.errors import ConduitdError, NotAvailableYet
+from conduitd.errors import ConduitdError
 
 if TYPE_CHECKING:
     from conduitd.config import Config
@@ -141,7 +141,9 @@ def daemon(ctx: CliContext) -> None:
         engine = SyncEngine(config)
 
         async def main() -> None:
-            await run_daemon(config, run_factory=engine.factory())
+            await run_daemon(
+                config, run_factory=engine.factory(), conflict_resolver=engine
+            )
 
         anyio.run(main)
     except ConduitdError as error:
@@ -375,17 +377,68 @@ def history(ctx: CliContext, name: str, limit: int, as_json: bool) -> None:
 @cli.command(epilog=_epilog("conflicts"))
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def conflicts(name: str | None, as_json: bool) -> None:
-    """List pending and resolved conflicts."""
-    fail(NotAvailableYet("conflicts is not available yet"), as_json=as_json)
+@pass_ctx
+def conflicts(ctx: CliContext, name: str | None, as_json: bool) -> None:
+    """List pending and resolved conflicts (of one conduit with NAME)."""
+    params: dict[str, object] = {} if name is None else {"name": name}
+    document = _ask_daemon_first(ctx, "conflicts", params, as_json=as_json)
+    if document is None:  # no daemon: read the library in-process
+        from conduitd.oneshot_conflicts import conflicts_once
+
+        try:
+            config = ctx.load_config()
+        except ConduitdError as error:
+            fail(error, as_json=as_json)
+        document = run_async(lambda: conflicts_once(config, name), as_json=as_json)
+    assert isinstance(document, list)  # both paths answer a list of conflicts
+    if as_json:
+        print_json(document)
+        return
+    from conduitd.sync.resolve_conflict import conflict_lines
+
+    for line in conflict_lines(document):
+        click.echo(line)
 
 
 @cli.command(epilog=_epilog("resolve"))
 @click.argument("conflict_id", type=int)
 @click.option("--keep", type=click.Choice(["source", "target", "both"]), required=True)
-def resolve(conflict_id: int, keep: str) -> None:
-    """Settle one conflict in a generation of its own."""
-    fail(NotAvailableYet("resolve is not available yet"), as_json=False)
+@pass_ctx
+def resolve(ctx: CliContext, conflict_id: int, keep: str) -> None:
+    """Settle one conflict in a generation of its own (exit 3 if a side changed).
+
+    `source` or `target` copies that version over the other (the overwritten
+    one goes to trash); `both` keeps both, the older under a conflict name.
+    Through the running daemon when there is one, else in this process.
+    """
+    params: dict[str, object] = {"id": conflict_id, "keep": keep}
+    document = _ask_daemon_first(ctx, "resolve", params, timeout_s=None)
+    if document is None:
+        from conduitd.oneshot_conflicts import resolve_once
+        from conduitd.storage.conflicts import Resolution
+
+        try:
+            config = ctx.load_config()
+        except ConduitdError as error:
+            fail(error, as_json=False)
+        document = run_async(
+            lambda: resolve_once(config, conflict_id, Resolution(keep))
+        )
+    assert isinstance(document, dict)  # a resolve outcome
+    generation = document["generation"]
+    number = generation["generation"]
+    if document["resolved"]:
+        click.echo(
+            f"conflict {conflict_id} resolved: kept {keep} (generation {number})"
+        )
+    else:
+        click.echo(
+            f"conduitd: conflict {conflict_id} is still pending: generation {number}"
+            f" skipped {generation['files_skipped']} and failed"
+            f" {generation['errors_encountered']} path(s); see the logs",
+            err=True,
+        )
+        sys.exit(1)
 
 
 @cli.command(epilog=_epilog("log"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -53,6 +53,16 @@ class ConduitContext:
 
 
 RunFactory = Callable[[ConduitContext], RunFunction]
+
+
+class ConflictResolving(Protocol):
+    """`conduitd resolve` in the daemon (the sync engine implements it).
+
+    It must share the conduits' FileSyncService, so that a resolve and a run
+    of the same conduit never overlap.
+    """
+
+    async def resolve_conflict(self, conflict_id: int, keep: str) -> object: ...
 
 
 class SyncEngineUnavailable(NotAvailableYet):

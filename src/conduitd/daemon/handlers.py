@@ -1,8 +1,8 @@
 """The control socket's methods, answered from the running supervisor.
 
 Implements `control.ControlHandlers`. Methods whose machinery lives in other
-parts (conflicts, resolve, log, sync --dry-run) reply `not_available` until
-the lead wires them here.
+parts (log, sync --dry-run) reply `not_available` until the lead wires them
+here.
 """
 
 from __future__ import annotations
@@ -124,10 +124,27 @@ class DaemonHandlers:
         return {"paused" if paused else "resumed": done}
 
     async def conflicts(self, params: JsonObject, progress: ProgressSink) -> object:
-        raise NotAvailableYet("conflicts through the daemon is not wired yet")
+        """`conflicts [NAME]`: every conflict, oldest first (issue 6)."""
+        from conduitd.sync.resolve_conflict import list_conflicts
+
+        supervisor = self._supervisor
+        supervisor.require_started()
+        assert supervisor.library is not None  # started
+        name = _text(params, "name") if params.get("name") is not None else None
+        return await list_conflicts(supervisor.library.db, name)
 
     async def resolve(self, params: JsonObject, progress: ProgressSink) -> object:
-        raise NotAvailableYet("resolve through the daemon is not wired yet")
+        """`resolve ID --keep source|target|both` in a generation of its own."""
+        supervisor = self._supervisor
+        supervisor.require_started()
+        resolver = supervisor.conflict_resolver
+        if resolver is None:
+            raise NotAvailableYet("this daemon runs without a sync engine")
+        conflict_id = _count(params, "id", 0)
+        keep = _text(params, "keep")
+        if keep not in ("source", "target", "both"):
+            raise UsageError("params.keep must be source, target or both")
+        return await resolver.resolve_conflict(conflict_id, keep)
 
     async def log(self, params: JsonObject, progress: ProgressSink) -> object:
         raise NotAvailableYet("log through the daemon is not wired yet")

@@ -33,7 +33,11 @@ import structlog
 
 from conduitd.config import Config, DaemonConfig, Schedule, diff_conduits
 from conduitd.daemon.control import ControlServer
-from conduitd.daemon.engine import RunFactory, unavailable_run_factory
+from conduitd.daemon.engine import (
+    ConflictResolving,
+    RunFactory,
+    unavailable_run_factory,
+)
 from conduitd.daemon.handlers import DaemonHandlers
 from conduitd.daemon.notify import Notifier, SdNotifier, run_watchdog
 from conduitd.daemon.registry import ConduitRegistry
@@ -115,6 +119,7 @@ class Supervisor:
         config: Config,
         *,
         run_factory: RunFactory = unavailable_run_factory,
+        conflict_resolver: ConflictResolving | None = None,
         notifier: Notifier | None = None,
         config_loader: ConfigLoader | None = None,
         watch: bool = True,
@@ -127,6 +132,7 @@ class Supervisor:
         self.watching: WatchService | None = None
         self._watch = watch
         self._run_factory = run_factory
+        self.conflict_resolver = conflict_resolver
         self._notifier: Notifier = notifier or SdNotifier.from_environ()
         self._config_loader = config_loader
         self.scheduler = ConduitScheduler(self._post_scheduled)
@@ -421,7 +427,16 @@ class Supervisor:
         return f"{running} conduit{'s' if running != 1 else ''}, state dir {self.state_dir}"
 
 
-async def run_daemon(config: Config, *, run_factory: RunFactory | None = None) -> None:
+async def run_daemon(
+    config: Config,
+    *,
+    run_factory: RunFactory | None = None,
+    conflict_resolver: ConflictResolving | None = None,
+) -> None:
     """Run the daemon for `config` until SIGTERM, SIGINT or `conduitd stop`."""
-    supervisor = Supervisor(config, run_factory=run_factory or unavailable_run_factory)
+    supervisor = Supervisor(
+        config,
+        run_factory=run_factory or unavailable_run_factory,
+        conflict_resolver=conflict_resolver,
+    )
     await supervisor.run()

@@ -12,9 +12,10 @@ from conduitd.daemon.dirty import DirtyPaths
 from conduitd.daemon.dirty import Side as DirtySide
 from conduitd.daemon.engine import ConduitContext, RunFactory
 from conduitd.daemon.runs import RunFunction, RunProgress, RunRequest
+from conduitd.errors import UsageError
 from conduitd.hooks import with_error_hook
 from conduitd.reports import generation_document
-from conduitd.storage.conduits import GenerationRecord
+from conduitd.storage.conduits import ConduitManager, GenerationRecord
 from conduitd.sync.operations import Side
 from conduitd.sync.service import ActiveRun, FileSyncService
 from conduitd.sync.trash_retention import prune_all
@@ -67,6 +68,34 @@ class SyncEngine:
             return generation_document(context.name, generation)
 
         return run
+
+    async def resolve_conflict(self, conflict_id: int, keep: str) -> object:
+        """`conduitd resolve` through the daemon: the conduits' own service.
+
+        Raises:
+            UsageError: no such conflict, or its conduit is not running here.
+        """
+        from conduitd.storage.conflicts import ConflictRepository, Resolution
+        from conduitd.sync.resolve_conflict import resolve_conflict
+
+        any_context = next(iter(self.contexts.values()), None)
+        if any_context is None:
+            raise UsageError("no conduit runs in this daemon")
+        record = await ConflictRepository(any_context.library.db).get(conflict_id)
+        if record is None:
+            raise UsageError(f"no conflict {conflict_id}")
+        conduit = await ConduitManager(any_context.library.db).get(record.conduit_id)
+        context = self.contexts.get(conduit.name) if conduit else None
+        if context is None:
+            raise UsageError(f"the conduit of conflict {conflict_id} is not running")
+        current = {name: c.config() for name, c in self.contexts.items()}
+        try:
+            outcome = await resolve_conflict(
+                self._service(context), conflict_id, Resolution(keep), current=current
+            )
+        finally:
+            context.expected_writes.clear()
+        return outcome.document()
 
     def _service(self, context: ConduitContext) -> FileSyncService:
         if self.service is None:

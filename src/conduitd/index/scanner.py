@@ -434,15 +434,17 @@ def _plan_probes(
     """Decide what each probed path needs; shallow paths first, so that a path
     under a directory being scanned or removed whole is left to that."""
     plan = _ProbePlan()
-    covered: list[bytes] = []
+    # A set walked by ancestors, not a list scanned per path: after a run that
+    # created many directories, that scan was quadratic (issue 5 benchmark).
+    covered: set[bytes] = set()
     for path in sorted(probes, key=lambda p: (p.count(b"/"), p)):
-        if any(is_within(path, c) for c in covered):
+        if _within_any(path, covered):
             continue
         probe, old = probes[path], rows.get(path)
         if probe.state in ("gone", "special"):
             if old is not None and old[KIND] == DIRECTORY:
                 changes.removed_subtrees.add(path)
-                covered.append(path)
+                covered.add(path)
             elif old is not None:
                 changes.remove(path)
             if probe.state == "special":
@@ -454,7 +456,7 @@ def _plan_probes(
             if old is not None and not old[UNREADABLE]:
                 changes.upsert(path, flagged(old), old)
             if old is not None and old[KIND] == DIRECTORY:
-                covered.append(path)
+                covered.add(path)
             continue
         values = probe.values
         if probe.state == "mount":
@@ -462,24 +464,34 @@ def _plan_probes(
             changes.warnings.append(ScanWarning("mount_point_skipped", path, ""))
             if old is None or not old[UNREADABLE]:
                 changes.upsert(path, flagged(old or values), old)
-            covered.append(path)
+            covered.add(path)
             continue
         if old is not None and old[KIND] == DIRECTORY and values[KIND] != DIRECTORY:
             # A directory became a file or symlink: its subtree goes, the path
             # itself is written again below.
             changes.removed_subtrees.add(path)
-            covered.append(path)
+            covered.add(path)
         if values[KIND] == FILE:
             plan.files.append(probe)
         elif values[KIND] == DIRECTORY:
             if old is None or old[INODE] != values[INODE] or old[UNREADABLE]:
                 plan.subtrees.append(DirTask(path, values))
-                covered.append(path)
+                covered.add(path)
             elif not same_metadata(old, values):
                 changes.upsert(path, values, old)
         elif old is None or not same_metadata(old, values):
             changes.upsert(path, values, old)
     return plan
+
+
+def _within_any(path: bytes, prefixes: set[bytes]) -> bool:
+    """True when `path` is one of `prefixes` or lies beneath one (`b""`, the
+    root, covers every path)."""
+    while path not in prefixes:
+        if not path:
+            return False
+        path = parent_path(path)
+    return True
 
 
 def describe(root: bytes, relative_path: bytes) -> str:

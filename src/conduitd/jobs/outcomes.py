@@ -31,12 +31,14 @@ class CopyJob:
 @dataclass(frozen=True, slots=True)
 class MkdirJob:
     """Create the directory `rel` like `source`; a non-directory there that
-    matches `expected_target` goes to trash first (a kind change)."""
+    matches `expected_target` goes to trash first (a kind change), labelled
+    `trash_reason`."""
 
     root: RootFs
     rel: bytes
     source: EntryRow
     expected_target: EntryRow | None = None
+    trash_reason: TrashReason = TrashReason.OVERWRITTEN
 
 
 @dataclass(frozen=True, slots=True)

@@ -209,9 +209,15 @@ class _Run:
         copies = [j for j in jobs if isinstance(j, CopyJob)]
         updates = [j for j in jobs if isinstance(j, MetadataJob)]
         deletes = [j for j in jobs if isinstance(j, DeleteJob)]
+        # Copies under another name (conflict copies) read versions that the
+        # other jobs may replace, even by a directory: they all land first.
+        renamed = [j for j in copies if j.dest_rel != j.rel]
+        copies = [j for j in copies if j.dest_rel == j.rel]
         self.state.index_unreadable(jobs)
-        self.progress = Progress(0, len(jobs), 0, sum(map(_copy_bytes, copies)))
+        total_bytes = sum(map(_copy_bytes, (*renamed, *copies)))
+        self.progress = Progress(0, len(jobs), 0, total_bytes)
         try:
+            await self._copies(renamed)
             for level in _by_depth(mkdirs):
                 await self._chunked(level, self.steps.mkdirs)
             await self._copies(copies)

@@ -41,7 +41,7 @@ from conduitd.jobs.outcomes import (
 )
 from conduitd.jobs.paths import parent_of, split_synced
 from conduitd.jobs.rootfs import RootFs
-from conduitd.jobs.trash import TrashedItem, TrashReason, move_to_trash, touched_dirs
+from conduitd.jobs.trash import TrashedItem, move_to_trash, touched_dirs
 from conduitd.storage.models import EntryKind, EntryRow
 
 logger = structlog.get_logger()
@@ -61,6 +61,9 @@ class RunState:
     trashed_dirs: dict[Key, TrashedItem] = field(default_factory=dict)
     failed_content: set[str] = field(default_factory=set)
     created_dirs: list[MkdirJob] = field(default_factory=list)
+    # Paths read by a copy under another name (a conflict copy) that did not
+    # land: nothing may replace them in this run, or that version is lost.
+    unsaved: set[Key] = field(default_factory=set)
     systemic_error: TransferError | None = None
 
     def index_unreadable(self, jobs: Iterable[Job]) -> None:
@@ -81,6 +84,8 @@ class RunState:
         if isinstance(job, CopyJob):
             if status is OutcomeStatus.FAILED and job.source.content_id is not None:
                 self.failed_content.add(job.source.content_id)
+            if job.dest_rel != job.rel and status is not OutcomeStatus.DONE:
+                self.unsaved.add((job.src_root, job.rel))
             trashed = outcome.trashed
             if trashed is not None and trashed.kind is EntryKind.DIRECTORY:
                 self.trashed_dirs[(job.dst_root, job.dest_rel)] = trashed
@@ -92,7 +97,13 @@ class RunState:
         return first_systemic
 
     def precheck(self, job: Job, root: RootFs, rel: bytes) -> JobOutcome | None:
-        """A job under an unreadable directory, or under one not created."""
+        """A job under an unreadable directory, or under one not created, or
+        one that would replace a version whose copy under another name failed."""
+        if (root, rel) in self.unsaved and not isinstance(job, DeleteJob):
+            kept = TransferError(
+                f"{describe(rel)}: kept, its copy under another name did not land"
+            )
+            return JobOutcome(job, OutcomeStatus.SKIPPED_TARGET_CHANGED, error=kept)
         for ancestor in ancestors(rel):
             error: TransferError
             if (root, ancestor) in self.unreadable:
@@ -206,7 +217,7 @@ class Steps:
                 raise TargetChanged(f"{describe(rel)}: target changed since resolution")
             if expected.unreadable:
                 raise UnreadableEntry(f"{describe(rel)}: flagged unreadable")
-            trashed = self._clear_for_directory(root, rel, expected)
+            trashed = self._clear_for_directory(job, expected)
         root.makedirs_for(rel)
         try:
             root.mkdir(rel, stat.S_IMODE(job.source.mode) | _OWNER_RWX)
@@ -217,14 +228,15 @@ class Steps:
         return JobOutcome(job, OutcomeStatus.DONE, trashed)
 
     def _clear_for_directory(
-        self, root: RootFs, rel: bytes, expected: EntryRow
+        self, job: MkdirJob, expected: EntryRow
     ) -> TrashedItem | None:
+        root, rel = job.root, job.rel
         if self.trash:
             return move_to_trash(
                 root,
                 rel,
                 self.generation,
-                reason=TrashReason.OVERWRITTEN,
+                reason=job.trash_reason,
                 expected=expected,
             )
         result = delete_entry(

@@ -173,9 +173,10 @@ class ConflictRepository:
         return record
 
     async def resolve(
-        self, tx: LoggedTransaction, conflict_id: int, resolution: Resolution
+        self, tx: LoggedTransaction, conflict_id: int, resolution: Resolution | None
     ) -> ConflictRecord:
-        """Mark a pending conflict resolved.
+        """Mark a pending conflict resolved (None: it resolved itself, e.g. the
+        user made both sides agree, so there is no choice to record).
 
         Raises:
             StorageError: no such conflict, or it is already resolved.
@@ -185,8 +186,38 @@ class ConflictRepository:
             " version = version + 1 WHERE id = ? AND status = ?",
             (
                 ConflictStatus.RESOLVED.value,
-                resolution.value,
+                None if resolution is None else resolution.value,
                 utc_now_text(),
+                conflict_id,
+                ConflictStatus.PENDING.value,
+            ),
+        )
+        if not changed:
+            raise StorageError(f"conflict {conflict_id} is not pending")
+        record = await self._get_in(tx, conflict_id)
+        await tx.log_change(record, ChangeType.UPDATE)
+        return record
+
+    async def update_sides(
+        self,
+        tx: LoggedTransaction,
+        conflict_id: int,
+        source: ConflictSide,
+        target: ConflictSide,
+    ) -> ConflictRecord:
+        """A pending conflict seen again with other versions on its sides.
+
+        Raises:
+            StorageError: no such conflict, or it is no longer pending.
+        """
+        changed = await tx.execute(
+            "UPDATE sync_conflict SET source_kind = ?, source_size = ?,"
+            " source_mtime_ns = ?, source_content_id = ?, target_kind = ?,"
+            " target_size = ?, target_mtime_ns = ?, target_content_id = ?,"
+            " version = version + 1 WHERE id = ? AND status = ?",
+            (
+                *_side_params(source),
+                *_side_params(target),
                 conflict_id,
                 ConflictStatus.PENDING.value,
             ),

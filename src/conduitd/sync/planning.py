@@ -38,7 +38,7 @@ def _copy_job(
     op: CopyOp, src: RootFs, dst: RootFs, reason: TrashReason
 ) -> CopyJob | MkdirJob:
     if op.source.kind is EntryKind.DIRECTORY:
-        return MkdirJob(dst, op.dest_path, op.source, op.target)
+        return MkdirJob(dst, op.dest_path, op.source, op.target, reason)
     return CopyJob(
         src, op.relative_path, dst, op.dest_path, op.source, op.target, reason
     )

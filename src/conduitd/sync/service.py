@@ -9,7 +9,7 @@ jobs re-check the disk before every destructive step; the rows that say
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,7 @@ from conduitd.storage.conflicts import (
 from conduitd.storage.entries import load_entry_map
 from conduitd.storage.library import Library
 from conduitd.storage.models import EntryKind, EntryRow
-from conduitd.storage.transactions import TransactionManager
+from conduitd.storage.transactions import LoggedTransaction, TransactionManager
 from conduitd.storage.trash_rows import TrashReason as TrashRowReason
 from conduitd.storage.trash_rows import TrashRow, record_trashed
 from conduitd.sync.brakes import check_delete_ratio, check_empty_source
@@ -57,7 +57,14 @@ from conduitd.sync.endpoints import (
     ensure_roots,
     wait_ready,
 )
-from conduitd.sync.operations import Conflict, Side, SyncOperations, to_baseline
+from conduitd.sync.operations import (
+    Conflict,
+    DirectionalOps,
+    Side,
+    SyncOperations,
+    to_baseline,
+)
+from conduitd.sync.pending import refresh_pending
 from conduitd.sync.planning import (
     Roots,
     build_jobs,
@@ -80,6 +87,7 @@ logger = structlog.get_logger()
 
 ExpectWrites = Callable[[str, Side, Collection[bytes]], None]
 ReportProgress = Callable[[str, "ActiveRun"], None]
+OnComplete = Callable[[LoggedTransaction, GenerationRecord], Awaitable[None]]
 
 
 class Disabled(SafetyRefusal):
@@ -180,6 +188,8 @@ class FileSyncService:
         self.conduits = ConduitManager(library.db)
         self.conflict_rows = ConflictRepository(library.db)
         self._slots: dict[str, _Slot] = {}
+        # One writer per conduit: a run and a `resolve` never overlap.
+        self._run_locks: dict[str, anyio.Lock] = {}
         self.active: dict[str, ActiveRun] = {}
 
     # ---------------------------------------------------------------- entry
@@ -242,9 +252,10 @@ class FileSyncService:
     ) -> GenerationRecord | None:
         slot.running = shared
         try:
-            shared.result = await self._sync(
-                conduit, force=force, explicit=explicit, dirty=dirty
-            )
+            async with self._run_lock(conduit.name):
+                shared.result = await self._sync(
+                    conduit, force=force, explicit=explicit, dirty=dirty
+                )
             return shared.result
         except BaseException as exc:
             shared.error = exc
@@ -252,6 +263,58 @@ class FileSyncService:
         finally:
             slot.running = None
             shared.done.set()
+
+    def _run_lock(self, name: str) -> anyio.Lock:
+        return self._run_locks.setdefault(name, anyio.Lock())
+
+    async def settle_now(
+        self,
+        name: str,
+        paths: Collection[bytes],
+        settle: Callable[[Snapshot], Sequence[Settlement]],
+        *,
+        on_complete: OnComplete | None = None,
+        conduit: ConduitConfig | None = None,
+    ) -> GenerationRecord:
+        """A generation of its own for settlements decided outside a resolution.
+
+        For `conduitd resolve` (issue 6): under the conduit's run lock, `paths`
+        are re-read on both sides, `settle` decides from that snapshot (it
+        refuses by raising, before anything is written), and the settlements'
+        copies run through the jobs. `on_complete` runs in the transaction
+        that completes the generation.
+        """
+        conduit = conduit or self.config.conduit(name)
+        async with self._run_lock(name):
+            record = await self._record(conduit)
+            endpoints = await self._endpoints(record)
+            for location in (endpoints.source, endpoints.target):
+                await self.indexer.refresh(location.id, paths)
+            snapshot = await self._snapshot(record, endpoints)
+            settlements = tuple(settle(snapshot))
+            operations = apply_settlements(
+                SyncOperations(DirectionalOps(), DirectionalOps()), settlements
+            )
+            generation = await self._start_generation(record)
+            log = logger.bind(conduit=name, generation=generation.generation)
+            try:
+                return await self._execute(
+                    conduit,
+                    record,
+                    generation,
+                    endpoints,
+                    snapshot,
+                    operations,
+                    settlements,
+                    (),
+                    False,
+                    log,
+                    on_complete=on_complete,
+                )
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._interrupt(generation, log)
+                raise
 
     async def plan(self, name: str, *, force: bool = False) -> dict[str, Any]:
         """The dry-run document; writes nothing under any root."""
@@ -299,7 +362,15 @@ class FileSyncService:
         settlements = self._settle(conduit, operations, snapshot)
         operations = apply_settlements(operations, settlements)
         pending = [s.conflict for s in settlements if s.pending]
-        if not explicit and operations.is_empty(count_conflicts=False):
+        unrecorded = await refresh_pending(
+            self.tm, self.conflict_rows, record.id, pending, dirty
+        )
+        # A conflict seen for the first time is work: it gets a generation.
+        if (
+            not explicit
+            and operations.is_empty(count_conflicts=False)
+            and not unrecorded
+        ):
             await self._checked(record, operations, snapshot, conduit)
             return None
         roots = {"source": endpoints.source.path, "target": endpoints.target.path}
@@ -486,6 +557,8 @@ class FileSyncService:
         pending: Sequence[Conflict],
         union: bool,
         log: structlog.typing.FilteringBoundLogger,
+        *,
+        on_complete: OnComplete | None = None,
     ) -> GenerationRecord:
         started = time.perf_counter()
         await self._record_pending(record, generation, pending)
@@ -535,6 +608,8 @@ class FileSyncService:
             generation = await self.conduits.complete_generation(
                 tx, generation.id, GenerationStatus.COMPLETED, error
             )
+            if on_complete is not None:
+                await on_complete(tx, generation)
         if union and counts.errors_encountered == 0 and status is Verification.VERIFIED:
             for location in (endpoints.source, endpoints.target):
                 if location.index_lost:
@@ -663,11 +738,11 @@ class FileSyncService:
         # run (e.g. a directory swapped for a symlink): outside the touched
         # paths, so only a full run can converge it (issue 5).
         parent_held = any(h.reason == "parent" for h in again.held)
-        step = (
-            Step.NOTHING_REMAINS
-            if (again.is_empty(count_conflicts=False) and not parent_held) or not paths
-            else Step.WORK_REMAINS
-        )
+        # A conflict the strategy would settle is work left; only prompt_user's
+        # wait for the user (issue 6).
+        settleable = any(not s.pending for s in self._settle(conduit, again, fresh))
+        remains = not again.is_empty(count_conflicts=False) or parent_held or settleable
+        step = Step.WORK_REMAINS if remains and paths else Step.NOTHING_REMAINS
         if step is Step.WORK_REMAINS:
             logger.warning(
                 "verification_found_work",
