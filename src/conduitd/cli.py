@@ -245,7 +245,7 @@ def _print_generation(document: object, *, as_json: bool) -> None:
     if as_json:
         print_json(document)
     else:
-        from conduitd.reports import history_lines
+        from conduitd.render import history_lines
 
         for line in history_lines([document]):
             click.echo(line)
@@ -295,7 +295,7 @@ def status(ctx: CliContext, as_json: bool, health: bool) -> None:
     if as_json:
         print_json(document)
     else:
-        from conduitd.reports import status_lines
+        from conduitd.render import status_lines
 
         assert isinstance(document, dict)  # both paths answer a JSON object
         for line in status_lines(document):
@@ -360,7 +360,8 @@ def _ask_daemon_first(
 @pass_ctx
 def history(ctx: CliContext, name: str, limit: int, as_json: bool) -> None:
     """List a conduit's generations, newest first."""
-    from conduitd.reports import history_document, history_lines
+    from conduitd.render import history_lines
+    from conduitd.reports import history_document
 
     try:
         config = ctx.load_config()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from conduitd.config import Config
@@ -79,30 +78,6 @@ async def status_document(config: Config) -> JsonObject:
         await library.close()
 
 
-def status_lines(document: Mapping[str, Any]) -> list[str]:
-    daemon = document.get("daemon")
-    lines = [
-        f"daemon: running, pid {daemon['pid']}" if daemon else "daemon: not running"
-    ]
-    for c in document["conduits"]:
-        flags = [] if c["enabled"] else ["disabled"]
-        if c["paused"]:
-            flags.append("paused")
-        last = c["last_generation"]
-        last_text = (
-            f"generation {last['generation']} {last['verification_status']}"
-            if last
-            else "never run"
-        )
-        suffix = f" [{', '.join(flags)}]" if flags else ""
-        lines.append(f"{c['name']}: {c['mode']}, {c['schedule']}, {last_text}{suffix}")
-        for side, endpoint in c["endpoints"].items():
-            lines.append(f"  {side}: {endpoint['path']} ({endpoint['state']})")
-        if c["last_error"]:
-            lines.append(f"  last error: {c['last_error']}")
-    return lines
-
-
 async def history_document(config: Config, name: str, limit: int) -> list[JsonObject]:
     from conduitd.errors import UsageError
 
@@ -116,14 +91,3 @@ async def history_document(config: Config, name: str, limit: int) -> list[JsonOb
         return [generation_document(name, g) for g in generations]
     finally:
         await library.close()
-
-
-def history_lines(document: list[JsonObject]) -> list[str]:
-    if not document:
-        return ["no generations yet"]
-    return [
-        f"{g['generation']:>5}  {g['started_at']}  {g['verification_status']:<22}"
-        f" copied {g['files_copied']}, updated {g['metadata_updated']},"
-        f" deleted {g['files_deleted']}, errors {g['errors_encountered']}"
-        for g in document
-    ]
