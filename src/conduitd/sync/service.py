@@ -25,7 +25,12 @@ from conduitd.jobs.outcomes import JobOutcome, Progress
 from conduitd.jobs.ratelimit import RateLimiter
 from conduitd.jobs.rootfs import RootFs
 from conduitd.jobs.runner import TransferRunner
-from conduitd.storage.baselines import load_baseline, replace_baseline_paths
+from conduitd.storage.baselines import (
+    has_any_baseline,
+    load_baseline,
+    load_baseline_subset,
+    replace_baseline_paths,
+)
 from conduitd.storage.conduits import (
     ConduitManager,
     ConduitRecord,
@@ -38,7 +43,7 @@ from conduitd.storage.conflicts import (
     ConflictSide,
     ConflictStatus,
 )
-from conduitd.storage.entries import load_entry_map
+from conduitd.storage.entries import load_entry_map, load_entry_subset
 from conduitd.storage.library import Library
 from conduitd.storage.models import EntryKind, EntryRow
 from conduitd.storage.transactions import LoggedTransaction, TransactionManager
@@ -105,6 +110,8 @@ class Snapshot:
     source: dict[bytes, EntryRow]
     target: dict[bytes, EntryRow]
     baseline: Mapping[bytes, Any]
+    # Whether the conduit has any baseline at all (a subset may be empty).
+    has_baseline: bool = False
 
 
 @dataclass(slots=True)
@@ -354,9 +361,15 @@ class FileSyncService:
             conduit, first_run=record.sync_generation == 0, dry_run=False
         )
         endpoints = await self._endpoints(record, scan=self.one_shot)
-        snapshot = await self._snapshot(record, endpoints)
+        snapshot = await self._snapshot(record, endpoints, dirty)
         operations, union = self._resolve(conduit, snapshot, endpoints, paths=dirty)
-        refused = self._brake(conduit, snapshot, operations, force, endpoints)
+        refused = None
+        if dirty is None:
+            refused = self._brake(conduit, snapshot, operations, force, endpoints)
+        elif _destructive(operations):
+            # The brakes weigh deletes against whole trees: load them whole.
+            whole = await self._snapshot(record, endpoints)
+            refused = self._brake(conduit, whole, operations, force, endpoints)
         if refused is not None:
             await self._refuse(record, refused)
         settlements = self._settle(conduit, operations, snapshot)
@@ -431,15 +444,29 @@ class FileSyncService:
         by_entry = {int(r["id"]): int(r["location_id"]) for r in rows}
         return by_entry[record.source_entry_id], by_entry[record.target_entry_id]
 
-    async def _snapshot(self, record: ConduitRecord, endpoints: Endpoints) -> Snapshot:
-        source = await load_entry_map(self.library.db, endpoints.source.id)
-        target = await load_entry_map(self.library.db, endpoints.target.id)
+    async def _snapshot(
+        self,
+        record: ConduitRecord,
+        endpoints: Endpoints,
+        paths: Collection[bytes] | None = None,
+    ) -> Snapshot:
+        """Both index maps (and the baseline): whole, or only what `paths` need."""
+        db = self.library.db
+        if paths is None:
+            source = await load_entry_map(db, endpoints.source.id)
+            target = await load_entry_map(db, endpoints.target.id)
+        else:
+            source = await load_entry_subset(db, endpoints.source.id, paths)
+            target = await load_entry_subset(db, endpoints.target.id, paths)
+        if record.sync_mode is not SyncMode.BIDIRECTIONAL:
+            return Snapshot(source, target, {})
         baseline = (
-            await load_baseline(self.library.db, record.id)
-            if record.sync_mode is SyncMode.BIDIRECTIONAL
-            else {}
+            await load_baseline(db, record.id)
+            if paths is None
+            else await load_baseline_subset(db, record.id, paths)
         )
-        return Snapshot(source, target, baseline)
+        has_baseline = bool(baseline) or await has_any_baseline(db, record.id)
+        return Snapshot(source, target, baseline, has_baseline)
 
     def _resolve(
         self,
@@ -452,7 +479,7 @@ class FileSyncService:
         rules = rules_for(conduit)
         union = endpoints.index_lost
         if conduit.mode is SyncMode.BIDIRECTIONAL:
-            union = union or not snapshot.baseline
+            union = union or not snapshot.has_baseline
             ops = resolve_bidirectional(
                 snapshot.source,
                 snapshot.target,
@@ -492,7 +519,7 @@ class FileSyncService:
             snapshot.target,
             rules,
             bidirectional=two_way,
-            first_sync=two_way and (operations.union or not snapshot.baseline),
+            first_sync=two_way and (operations.union or not snapshot.has_baseline),
         )
         if reason is not None:
             return reason
@@ -721,8 +748,10 @@ class FileSyncService:
         )
         paths = sorted(touched)
         try:
-            for location in (endpoints.source, endpoints.target):
-                await self.indexer.barrier(location.id, paths or None)
+            if paths:  # a run that touched nothing has nothing to wait for
+                async with anyio.create_task_group() as tg:
+                    for location in (endpoints.source, endpoints.target):
+                        tg.start_soon(self.indexer.barrier, location.id, paths)
         except Exception:
             logger.exception("barrier_failed", conduit=conduit.name)
             return await self._advance(generation, state, Step.BARRIER_FAILED)
@@ -732,7 +761,7 @@ class FileSyncService:
         except Exception:
             logger.exception("library_flush_failed", conduit=conduit.name)
             return await self._advance(generation, state, Step.LIBRARY_SYNC_FAILED)
-        fresh = await self._snapshot(record, endpoints)
+        fresh = await self._snapshot(record, endpoints, paths)
         again, _ = self._resolve(conduit, fresh, endpoints, paths=paths)
         # A copy held for its parent means the parent changed kind under the
         # run (e.g. a directory swapped for a symlink): outside the touched
@@ -779,8 +808,8 @@ class FileSyncService:
         operations: SyncOperations,
         touched: set[bytes],
     ) -> None:
-        source = await load_entry_map(tx, endpoints.source.id)
-        target = await load_entry_map(tx, endpoints.target.id)
+        source = await load_entry_subset(tx, endpoints.source.id, touched)
+        target = await load_entry_subset(tx, endpoints.target.id, touched)
         upserts = {
             e.relative_path: to_baseline(e, generation.generation)
             for e in operations.baseline_updates
@@ -814,6 +843,14 @@ class FileSyncService:
                     tx, generation.id, GenerationStatus.INTERRUPTED, "interrupted"
                 )
             log.warning("generation_interrupted")
+
+
+def _destructive(operations: SyncOperations) -> bool:
+    """True when a run would delete or replace a directory on either side."""
+    return any(
+        ops.to_delete or any(op.replaces_directory for op in ops.to_copy)
+        for _, ops in operations.directions()
+    )
 
 
 def rules_for(conduit: ConduitConfig) -> IndexRules:
