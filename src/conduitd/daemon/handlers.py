@@ -147,7 +147,20 @@ class DaemonHandlers:
         return await resolver.resolve_conflict(conflict_id, keep)
 
     async def log(self, params: JsonObject, progress: ProgressSink) -> object:
-        raise NotAvailableYet("log through the daemon is not wired yet")
+        """`log [--since SEQ] [--limit N]`: sync log entries, oldest first."""
+        from conduitd.storage.log_view import log_entries
+
+        supervisor = self._supervisor
+        supervisor.require_started()
+        assert supervisor.library is not None  # started
+        since, limit = params.get("since", 0), params.get("limit", 100)
+        if (
+            not (isinstance(since, int) and isinstance(limit, int))
+            or since < 0
+            or limit < 1
+        ):
+            raise UsageError("log takes an integer since >= 0 and limit >= 1")
+        return await log_entries(supervisor.library, since, limit)
 
     async def trash_list(self, params: JsonObject, progress: ProgressSink) -> object:
         """`trash list NAME [PATH]`: the conduit's trashed versions, newest first."""

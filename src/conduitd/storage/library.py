@@ -42,7 +42,13 @@ async def open_library(state_dir: Path, *, migrate: bool = True) -> Library:
     sync_db = await Database.open(directory / SYNC_DB)
     library = Library(library_id, device, directory, db, sync_db, created)
     if migrate:
-        await migrate_library(library)
+        try:
+            await migrate_library(library)
+        except BaseException:
+            # Open connections keep aiosqlite's threads alive: the process
+            # would hang at exit after printing the error.
+            await library.close()
+            raise
     return library
 
 
