@@ -55,7 +55,7 @@ async def writer_session(config: Config) -> AsyncIterator[Session]:
         holder = f"pid {held.pid}" if held.pid else "another process"
         raise Busy(f"busy: {holder} holds {held.path}") from None
     try:
-        library = await open_library(config.daemon.state_dir)
+        library = await open_library(config.daemon.state_dir, repair=True)
         try:
             tm = await open_transaction_manager(library)
             await reconcile_conduits(library, config, tm=tm)

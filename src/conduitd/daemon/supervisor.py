@@ -160,7 +160,7 @@ class Supervisor:
                 f"another conduitd ({holder}) already runs on state dir {state_dir}"
             ) from None
         try:
-            self.library = await open_library(state_dir)
+            self.library = await open_library(state_dir, repair=True)
             try:
                 await self._serve(self.library)
             finally:

@@ -20,6 +20,7 @@ from conduitd.config import ConduitConfig, Config, DeleteStrategy, SyncMode
 from conduitd.crashpoints import crash_point
 from conduitd.errors import SafetyRefusal, UsageError
 from conduitd.index.indexer import Indexer
+from conduitd.index.probes import FsTraits, probe_traits
 from conduitd.jobs.commit import Durability
 from conduitd.jobs.outcomes import JobOutcome, Progress
 from conduitd.jobs.ratelimit import RateLimiter
@@ -50,6 +51,8 @@ from conduitd.storage.transactions import LoggedTransaction, TransactionManager
 from conduitd.storage.trash_rows import TrashReason as TrashRowReason
 from conduitd.storage.trash_rows import TrashRow, record_trashed
 from conduitd.sync.brakes import check_delete_ratio, check_empty_source
+from conduitd.sync.collisions import HELD_REASON as NAME_COLLISION
+from conduitd.sync.collisions import FoldName, name_folder, refuse_collisions
 from conduitd.sync.conflicts import (
     ConflictResolver,
     Settlement,
@@ -64,6 +67,7 @@ from conduitd.sync.endpoints import (
 )
 from conduitd.sync.operations import (
     Conflict,
+    Direction,
     DirectionalOps,
     Side,
     SyncOperations,
@@ -197,6 +201,8 @@ class FileSyncService:
         self._slots: dict[str, _Slot] = {}
         # One writer per conduit: a run and a `resolve` never overlap.
         self._run_locks: dict[str, anyio.Lock] = {}
+        # Probed once per location root (issue 8): mtime granularity, folding.
+        self.fs_traits: dict[bytes, FsTraits] = {}
         self.active: dict[str, ActiveRun] = {}
 
     # ---------------------------------------------------------------- entry
@@ -434,6 +440,10 @@ class FileSyncService:
         target = await self.indexer.location(target_id)
         for location in (source, target):
             await check_identity(self.indexer, location)
+            if location.root not in self.fs_traits:
+                self.fs_traits[location.root] = await anyio.to_thread.run_sync(
+                    probe_traits, location.root
+                )
         return Endpoints(source, target)
 
     async def _location_ids(self, record: ConduitRecord) -> tuple[int, int]:
@@ -478,8 +488,11 @@ class FileSyncService:
     ) -> tuple[SyncOperations, bool]:
         rules = rules_for(conduit)
         union = endpoints.index_lost
+        source_traits, target_traits = self._traits(endpoints)
+        granularity_ns = target_traits.mtime_granularity_ns
         if conduit.mode is SyncMode.BIDIRECTIONAL:
             union = union or not snapshot.has_baseline
+            granularity_ns = max(granularity_ns, source_traits.mtime_granularity_ns)
             ops = resolve_bidirectional(
                 snapshot.source,
                 snapshot.target,
@@ -487,6 +500,7 @@ class FileSyncService:
                 rules,
                 union=union,
                 paths=paths,
+                mtime_granularity_ns=granularity_ns,
             )
         elif conduit.mode is SyncMode.SELECTIVE:
             ops = resolve_selective(
@@ -497,12 +511,45 @@ class FileSyncService:
                 recent_s=conduit.recent_s,
                 union=union,
                 paths=paths,
+                mtime_granularity_ns=granularity_ns,
             )
         else:
             ops = resolve_mirror(
-                snapshot.source, snapshot.target, rules, union=union, paths=paths
+                snapshot.source,
+                snapshot.target,
+                rules,
+                union=union,
+                paths=paths,
+                mtime_granularity_ns=granularity_ns,
             )
-        return ops, union
+        return self._refuse_collisions(ops, snapshot, endpoints), union
+
+    def _traits(self, endpoints: Endpoints) -> tuple[FsTraits, FsTraits]:
+        default = FsTraits()
+        return (
+            self.fs_traits.get(endpoints.source.root, default),
+            self.fs_traits.get(endpoints.target.root, default),
+        )
+
+    def _refuse_collisions(
+        self, ops: SyncOperations, snapshot: Snapshot, endpoints: Endpoints
+    ) -> SyncOperations:
+        """Hold copies whose names collide on a folding root (issue 8)."""
+        source, target = self._traits(endpoints)
+        folds: dict[Direction, FoldName] = {}
+        existing: dict[Direction, Collection[bytes]] = {}
+        for direction, traits, entries in (
+            (Direction.SOURCE_TO_TARGET, target, snapshot.target),
+            (Direction.TARGET_TO_SOURCE, source, snapshot.source),
+        ):
+            fold = name_folder(
+                case_insensitive=traits.case_insensitive,
+                normalising=traits.normalising,
+            )
+            if fold is not None:
+                folds[direction] = fold
+                existing[direction] = entries.keys()
+        return refuse_collisions(ops, folds, existing) if folds else ops
 
     def _brake(
         self,
@@ -866,7 +913,7 @@ def _paths_not_synced(
     found = {
         h.relative_path
         for h in operations.held
-        if h.reason in ("unreadable", "occupied")
+        if h.reason in ("unreadable", "occupied", NAME_COLLISION)
     }
     for entries in (snapshot.source, snapshot.target):
         found.update(
