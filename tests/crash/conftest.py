@@ -70,8 +70,14 @@ def pytest_terminal_summary(
     )
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(total.kinds.items())) or "none"
     write(f"violations by kind: {kinds}")
+    for what, count in sorted(ledger.counts.items()):
+        write(f"{what}: {count}")
     for note in ledger.notes:
         write(note)
+    for report in terminalreporter.stats.get("skipped", []):
+        if "tests/crash/" in report.nodeid:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
+            write(f"skipped {report.nodeid.rsplit('::', 1)[-1]}: {reason}")
     write(f"crash suite time: {time.monotonic() - ledger.started:.1f} s")
     for line in ledger.details[:30]:
         write(f"  {line}")

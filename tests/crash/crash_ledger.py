@@ -27,6 +27,7 @@ class CrashLedger:
     started: float = field(default_factory=time.monotonic)
     details: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
 
     def record(
         self,

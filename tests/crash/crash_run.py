@@ -71,7 +71,7 @@ def sync(
             timeout=timeout_s,
             check=False,
         )
-    return _server().run(argv, child_env(**extra), timeout_s)
+    return _run_forked(argv, child_env(**extra), timeout_s)
 
 
 class ForkServer:
@@ -131,25 +131,35 @@ class ForkServer:
         self.scratch.rmdir()
 
 
-_local = threading.local()
+_idle: list[ForkServer] = []
 _servers: list[ForkServer] = []
 _servers_lock = threading.Lock()
 
 
-def _server() -> ForkServer:
-    """This thread's fork server (started on first use)."""
-    server: ForkServer | None = getattr(_local, "server", None)
+def _run_forked(
+    argv: list[str], env: dict[str, str], timeout_s: float
+) -> subprocess.CompletedProcess[str]:
+    """Run on an idle fork server (started when none is idle), then free it."""
+    with _servers_lock:
+        server = _idle.pop() if _idle else None
     if server is None or server.process.poll() is not None:
-        server = _local.server = ForkServer()
+        server = ForkServer()
         with _servers_lock:
             _servers.append(server)
-    return server
+    try:
+        result = server.run(argv, env, timeout_s)
+    except BaseException:
+        server.process.kill()  # out of step with its replies: never reused
+        raise
+    with _servers_lock:
+        _idle.append(server)
+    return result
 
 
 def close_servers() -> None:
     """Stop every fork server (the end of the session)."""
     with _servers_lock:
-        servers, _servers[:] = list(_servers), []
+        servers, _servers[:], _idle[:] = list(_servers), [], []
     for server in servers:
         server.close()
 

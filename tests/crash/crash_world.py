@@ -35,6 +35,7 @@ SIDES = ("src", "dst")
 INTERNAL = ".conduitd"
 EMPTY_KEY = "F:" + hashlib.blake2b(b"").hexdigest()
 MIB = 1 << 20
+_BESIDE_ROOTS = {"src", "dst", "outside", "scratch", "state", "conduitd.toml"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +48,9 @@ class Node:
     mtime_ns: int
 
     def comparable(self) -> tuple[str, str, int, int]:
-        """What convergence compares (directories: kind only, mtimes best effort)."""
+        """What convergence compares (directories' mtimes are best effort)."""
         if self.kind == "d":
-            return ("d", "", 0, 0)
+            return ("d", "", self.mode, 0)
         return (self.kind, self.key, self.mode, self.mtime_ns)
 
 
@@ -328,6 +329,9 @@ class World:
             parent = self.rng.choice(dirs)
             name = f"d{len(dirs)}"
             dirs.append(f"{parent}/{name}" if parent else name)
+            path = self.root(side) / dirs[-1]
+            path.mkdir(parents=True, exist_ok=True)
+            os.chmod(path, self.rng.choice((0o755, 0o750, 0o711, 0o700)))
         for i in range(files):
             parent = self.rng.choice(dirs)
             rel = f"{parent}/f{i}.bin" if parent else f"f{i}.bin"
@@ -380,6 +384,8 @@ class World:
                     self.write_symlink(side, rel)
                 else:
                     self.chmod(side, rel, self.rng.choice((0o600, 0o640, 0o755)))
+                if dirs and self.rng.random() < 0.3:
+                    self.chmod(side, self.rng.choice(dirs), 0o750)
             elif roll < 0.78:
                 self.set_mtime(side, self.rng.choice(files))
             elif roll < 0.84 and deletes:
@@ -427,9 +433,14 @@ class World:
         return found
 
     def outside_changed(self) -> list[Violation]:
+        """The sibling tree changed, or something appeared next to the roots."""
+        found = []
         if tree_digest(self.base / "outside") != self.outside_digest:
-            return [Violation("outside", "the tree outside the roots changed")]
-        return []
+            found.append(Violation("outside", "the tree outside the roots changed"))
+        strays = set(os.listdir(self.base)) - _BESIDE_ROOTS
+        if strays:
+            found.append(Violation("outside", f"written next to the roots: {strays}"))
+        return found
 
     def required(self) -> Iterator[tuple[str, str, str, str]]:
         """(side, path, key, why) for every version that must still be on its side."""

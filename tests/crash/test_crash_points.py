@@ -56,6 +56,7 @@ LABELS: dict[str, int] = {
 }
 MODES = ("mirror", "bidirectional")
 MAX_RESTARTS = 2
+DOUBLE_CRASH = 0.25  # share of trials whose first restart crashes as well
 WORKERS = max(2, min(4, os.cpu_count() or 2))
 
 
@@ -66,14 +67,17 @@ class Trial:
     seed: int
     n: int = 1
     phase: str = ""
+    then: str = ""  # a second crash, during the first restart
     crashed: bool = False
     restarts: int = 0
     violations: list[Violation] = field(default_factory=list)
 
     @property
     def name(self) -> str:
+        then = f" then={self.then}" if self.then else ""
         return (
-            f"{self.mode} seed={self.seed} at={self.label}:{self.n} phase={self.phase}"
+            f"{self.mode} seed={self.seed} at={self.label}:{self.n}{then} "
+            f"phase={self.phase}"
         )
 
 
@@ -132,6 +136,14 @@ def run_trial(base: Path, trial: Trial) -> Trial:
         trial.violations.append(Violation("exit", f"crash run {explain(crashed)}"))
     after = world.observe()
     trial.violations += world.partial_files(after) + world.outside_changed()
+    if rng.random() < DOUBLE_CRASH:  # the restart crashes too, anywhere
+        label = rng.choice(sorted(LABELS))
+        trial.then = f"{label}:{rng.randrange(1, LABELS[label] + 1)}"
+        again = sync(config, "c", crash_at=trial.then)
+        if again.returncode not in (0, CRASH_EXIT):
+            trial.violations.append(Violation("exit", f"2nd crash {explain(again)}"))
+        after = world.observe()
+        trial.violations += world.partial_files(after) + world.outside_changed()
     for trial.restarts in range(1, MAX_RESTARTS + 1):
         restarted = sync(config, "c")
         final = world.observe()
@@ -168,6 +180,8 @@ def test_crash_at_hook_then_restart_loses_nothing(
             )
         )
     for trial in done:
+        if trial.then:
+            crash_ledger.counts["trials crashed again during the first restart"] += 1
         crash_ledger.record(
             label,
             violations=trial.violations,

@@ -32,11 +32,29 @@ from helpers.cli import write_config
 pytestmark = pytest.mark.crash
 
 STRACE = shutil.which("strace")
-needs_strace = pytest.mark.skipif(
-    STRACE is None,
-    reason="strace is not installed (apt-get install strace): the syscall order "
-    "cannot be traced; the fault-seam tests below still run",
-)
+
+
+def _why_no_strace() -> str | None:
+    """None when strace can trace a child here, else why not (the skip reason)."""
+    if STRACE is None:
+        return (
+            "strace is not installed (apt-get install strace): the syscall order "
+            "cannot be traced; the CONDUITD_FAIL_AT tests below still run"
+        )
+    probe = subprocess.run(
+        [STRACE, "-f", "-o", os.devnull, "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if probe.returncode != 0:
+        return f"strace cannot trace here (no ptrace?): {probe.stderr.strip()[:200]}"
+    return None
+
+
+NO_STRACE = _why_no_strace()
+needs_strace = pytest.mark.skipif(NO_STRACE is not None, reason=NO_STRACE or "")
 
 
 def strace(
