@@ -562,9 +562,11 @@ def trash_list(ctx: CliContext, name: str, path: str | None, as_json: bool) -> N
         from conduitd.oneshot_ops import trash_list_once
 
         config = _config_or_fail(ctx, as_json=as_json)
-        wanted = path_from_user(path) if path else None
-        document = run_async(
-            lambda: trash_list_once(config, name, wanted), as_json=as_json
+        document = run_async(  # a refused path maps to exit 2, no traceback
+            lambda: trash_list_once(
+                config, name, path_from_user(path) if path else None
+            ),
+            as_json=as_json,
         )
     if as_json:
         print_json(document)

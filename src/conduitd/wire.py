@@ -22,5 +22,14 @@ def path_json(path: bytes, key: str = "path") -> dict[str, str]:
 
 
 def path_from_user(text: str) -> bytes:
-    """A relative path typed by a user (or sent over the socket) as bytes."""
-    return os.fsencode(text.strip("/"))
+    """A relative path typed by a user (or sent over the socket) as bytes.
+
+    Raises:
+        UsageError: a `..` or `.` component or a NUL byte (issue 8).
+    """
+    path = os.fsencode(text.strip("/"))
+    if b"\0" in path or any(part in (b".", b"..") for part in path.split(b"/")):
+        from conduitd.errors import UsageError
+
+        raise UsageError(f"{text!r}: a path inside the root, without '..' or NUL")
+    return path

@@ -23,7 +23,7 @@ from typing import Final
 from conduitd.errors import StorageError
 from conduitd.storage.database import Database, SqlParam, Transaction
 from conduitd.storage.locations import upsert_root_entry
-from conduitd.storage.syncable import ChangeType, path_from_fields
+from conduitd.storage.syncable import ChangeType, relative_path_from_fields
 from conduitd.storage.synclog import SyncLogDb, SyncLogEntry
 from conduitd.timeutil import utc_now_text
 
@@ -291,7 +291,7 @@ async def _upsert_conflict(tx: Transaction, data: Data) -> None:
     )
     values: tuple[SqlParam, ...] = (
         await _conduit_id_of(tx, _text(data, "conduit_uuid")),
-        path_from_fields("relative_path", data),
+        relative_path_from_fields("relative_path", data),
         _int(data, "detected_generation"),
         _text(data, "detected_at"),
         _text(data, "status"),

@@ -118,6 +118,23 @@ def path_from_fields(key: str, data: Mapping[str, object]) -> bytes:
     return os.fsencode(text)
 
 
+def relative_path_from_fields(key: str, data: Mapping[str, object]) -> bytes:
+    """A root-relative path from sync data; `..`, absolute or NUL is refused.
+
+    A replayed log is input from another device: its paths must never name
+    anything outside a root (issue 8).
+    """
+    path = path_from_fields(key, data)
+    parts = path.split(b"/")
+    if (
+        b"\0" in path
+        or path.startswith(b"/")
+        or any(part in (b"", b".", b"..") for part in parts)
+    ):
+        raise StorageError(f"sync data {key!r} is not a safe relative path: {path!r}")
+    return path
+
+
 def uuid_text(value: uuid.UUID | None, what: str) -> str:
     """A record's reference to another record, which must be known."""
     if value is None:
