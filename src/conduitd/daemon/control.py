@@ -136,6 +136,10 @@ class InternalError(ConduitdError):
     exit_code = 1
 
 
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_request(line: bytes) -> Request:
     """Validate one request line (pure).
 
@@ -144,9 +148,12 @@ def parse_request(line: bytes) -> Request:
             params not an object.
     """
     try:
-        document = json.loads(line)
+        # JSON only: NaN and Infinity are Python's extensions (issue 8).
+        document = json.loads(line, parse_constant=_refuse_constant)
     except ValueError as exc:  # includes UnicodeDecodeError
         raise RequestError(f"request is not valid JSON: {exc}") from None
+    except RecursionError:  # nesting deep enough to fit in 1 MiB (issue 8)
+        raise RequestError("request is nested too deeply") from None
     if not isinstance(document, dict):
         raise RequestError("request must be a JSON object")
     request_id = document.get("id")
