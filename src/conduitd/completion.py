@@ -18,7 +18,7 @@ def conduit_names(config_path: Path) -> list[str]:
     """The `name` of every `[[conduit]]` table that has one; [] when unreadable."""
     try:
         document = tomllib.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # tomllib.TOMLDecodeError is a ValueError
+    except (OSError, ValueError, RecursionError):  # TOMLDecodeError: a ValueError
         return []
     tables = document.get("conduit")
     if not isinstance(tables, list):

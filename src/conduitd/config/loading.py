@@ -112,6 +112,8 @@ def _parse_toml(text: str, file: str) -> dict[str, object]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _error(file, _describe_toml_error(str(exc), text)) from None
+    except RecursionError:  # tomllib recurses per nested array/table (issue 8)
+        raise _error(file, "invalid TOML: values nested too deeply") from None
 
 
 def _describe_toml_error(message: str, text: str) -> str:

@@ -102,7 +102,7 @@ def read_state_dir_leniently(path: Path) -> Path:
 def _state_dir_value(text: str) -> str | None:
     try:
         document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return _state_dir_from_lines(text)
     daemon = document.get("daemon")
     value = daemon.get("state_dir") if isinstance(daemon, dict) else None
@@ -129,7 +129,7 @@ def _state_dir_from_lines(text: str) -> str | None:
             continue
         try:
             value = tomllib.loads("state_dir " + line[match.end() - 1 :])
-        except tomllib.TOMLDecodeError:
+        except (tomllib.TOMLDecodeError, RecursionError):
             continue
         found = value.get("state_dir")
         if isinstance(found, str):

@@ -77,7 +77,7 @@ def names_state_dir(config_path: Path) -> bool:
     """Whether the config file itself sets `daemon.state_dir`."""
     try:
         document = tomllib.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
         return False
     daemon = document.get("daemon")
     return isinstance(daemon, dict) and "state_dir" in daemon
