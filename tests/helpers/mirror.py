@@ -113,6 +113,18 @@ def full_snapshot(*roots: Path) -> dict[str, tuple[int, int, int]]:
     return seen
 
 
+def data_snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
+    """`full_snapshot` of a root but for the mtime of `.conduitd/` itself.
+
+    A run probes its roots' filesystems in `.conduitd/` (issue 8) before the
+    brakes, so a refused run may change that directory's mtime; everything in
+    it (marker, tmp, trash) and everything else must stay as it was.
+    """
+    seen = full_snapshot(root)
+    seen.pop(str(root / INTERNAL), None)
+    return seen
+
+
 def tmp_entries(root: Path) -> list[str]:
     tmp = root / INTERNAL / "tmp"
     return sorted(os.listdir(tmp)) if tmp.is_dir() else []

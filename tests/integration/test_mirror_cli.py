@@ -25,7 +25,9 @@ import pytest
 from conduitd.storage.lockfile import StateLock
 from helpers.cli import conduitd_env, run_cli, write_config
 from helpers.mirror import (
+    CliRun,
     Mirror,
+    data_snapshot,
     full_snapshot,
     generation_rows,
     library_db,
@@ -66,18 +68,21 @@ def mirror(tmp_path: Path) -> Mirror:
     return m
 
 
-def assert_error(run: object, code: int, kind: str) -> dict[str, str]:
-    assert run.returncode == code, (run.stdout, run.stderr)  # type: ignore[attr-defined]
-    document = run.document  # type: ignore[attr-defined]
+def assert_error(run: CliRun, code: int, kind: str) -> dict[str, str]:
+    """One `{"error": {"kind", "message"}}` document, the exit code, no traceback."""
+    assert run.returncode == code, (run.stdout, run.stderr)
+    document = run.document
     assert list(document) == ["error"]
     assert sorted(document["error"]) == ["kind", "message"]
     assert document["error"]["kind"] == kind
-    assert "Traceback" not in run.stderr  # type: ignore[attr-defined]
-    return document["error"]  # type: ignore[no-any-return]
+    assert "Traceback" not in run.stderr
+    error: dict[str, str] = document["error"]
+    return error
 
 
 def marker_of(root: Path) -> dict[str, str]:
-    return json.loads((root / ".conduitd" / "marker").read_text())  # type: ignore[no-any-return]
+    marker: dict[str, str] = json.loads((root / ".conduitd" / "marker").read_text())
+    return marker
 
 
 # ------------------------------------------------------------ output, codes
@@ -338,13 +343,13 @@ def test_mirror_empty_source_facing_a_full_target_is_refused_even_forced(
                 path
             ) if path.is_dir() and not path.is_symlink() else path.unlink()
     mirror.rewrite(max_delete_percent=100)
-    before = full_snapshot(mirror.target)
+    before = data_snapshot(mirror.target)
 
     for args in ((), ("--force",)):
         run = sync_here(mirror, *args)
         error = assert_error(run, 3, "refused")
         assert "empty" in error["message"] or "no entries" in error["message"]
-    assert full_snapshot(mirror.target) == before
+    assert data_snapshot(mirror.target) == before
 
 
 def test_mirror_empty_source_on_a_first_run_is_refused(tmp_path: Path) -> None:
@@ -365,13 +370,13 @@ def test_mirror_max_delete_percent_refuses_unless_forced(mirror: Mirror) -> None
     for i in range(5):
         (mirror.source / f"n{i}.txt").unlink()
     mirror.rewrite(max_delete_percent=50)
-    before = full_snapshot(mirror.target)
+    before = data_snapshot(mirror.target)
 
     refused = sync_here(mirror)
 
     error = assert_error(refused, 3, "refused")
     assert "max_delete_percent" in error["message"]
-    assert full_snapshot(mirror.target) == before
+    assert data_snapshot(mirror.target) == before
     allowed = mirror.rewrite(max_delete_percent=60)
     assert sync_here(allowed).returncode == 0  # 5 of 9 is within 60 %
     for i in range(5):

@@ -94,6 +94,10 @@ from conduitd.timeutil import utc_now
 
 logger = structlog.get_logger()
 
+# Above this many touched paths, verification rescans and reloads both sides
+# whole instead of probing each path.
+VERIFY_PATHS_MAX = 2_000
+
 ExpectWrites = Callable[[str, Side, Collection[bytes]], None]
 ReportProgress = Callable[[str, "ActiveRun"], None]
 OnComplete = Callable[[LoggedTransaction, GenerationRecord], Awaitable[None]]
@@ -794,11 +798,14 @@ class FileSyncService:
             generation, Verification.UNVERIFIED, Step.RUN_FINISHED
         )
         paths = sorted(touched)
+        # Many touched paths (a first run): one rescan per side and whole maps
+        # cost less than a probe and a ranged query per path (issue 5 bench).
+        scope = paths if len(paths) <= VERIFY_PATHS_MAX else None
         try:
             if paths:  # a run that touched nothing has nothing to wait for
                 async with anyio.create_task_group() as tg:
                     for location in (endpoints.source, endpoints.target):
-                        tg.start_soon(self.indexer.barrier, location.id, paths)
+                        tg.start_soon(self.indexer.barrier, location.id, scope)
         except Exception:
             logger.exception("barrier_failed", conduit=conduit.name)
             return await self._advance(generation, state, Step.BARRIER_FAILED)
@@ -808,7 +815,7 @@ class FileSyncService:
         except Exception:
             logger.exception("library_flush_failed", conduit=conduit.name)
             return await self._advance(generation, state, Step.LIBRARY_SYNC_FAILED)
-        fresh = await self._snapshot(record, endpoints, paths)
+        fresh = await self._snapshot(record, endpoints, scope)
         again, _ = self._resolve(conduit, fresh, endpoints, paths=paths)
         # A copy held for its parent means the parent changed kind under the
         # run (e.g. a directory swapped for a symlink): outside the touched
