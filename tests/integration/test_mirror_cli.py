@@ -152,6 +152,22 @@ def test_mirror_sync_of_a_disabled_conduit_is_refused(mirror: Mirror) -> None:
     assert not mirror.target.exists()
 
 
+def test_mirror_sync_of_a_paused_conduit_is_refused_dry_run_included(
+    mirror: Mirror,
+) -> None:
+    assert run_cli("pause", "m", config=mirror.config).returncode == 0
+
+    run = sync_here(mirror)
+    plan = sync_here(mirror, "--dry-run")
+
+    assert_error(run, 3, "paused")
+    assert plan.returncode == 3
+    assert "paused" in plan.document["refused"]
+    assert not mirror.target.exists()
+    assert run_cli("resume", "m", config=mirror.config).returncode == 0
+    assert sync_here(mirror).returncode == 0
+
+
 def test_mirror_second_one_shot_while_the_lock_is_held_exits_3_busy(
     mirror: Mirror,
 ) -> None:
