@@ -20,6 +20,7 @@ import anyio
 
 from conduitd.config import ConduitConfig, SyncMode
 from conduitd.index.marker import MarkerStatus, classify_marker, read_marker
+from conduitd.index.probes import traits_by_type
 from conduitd.index.scanner import ChangeSet, TreeScanner
 from conduitd.index.walk import DIRECTORY, DirTask, values_from_stat
 from conduitd.storage.entries import EntryValues, entry_row, is_within
@@ -183,9 +184,21 @@ async def preview(
     include = conduit.include if conduit.mode is SyncMode.SELECTIVE else ()
     rules = IndexRules(conduit.ignore, include, use_index_rules=conduit.use_index_rules)
     two_way = conduit.mode is SyncMode.BIDIRECTIONAL
+    # A dry run writes nothing, not even a probe: judge filesystems by type.
+    sides = (conduit.source, conduit.target) if two_way else (conduit.target,)
+    granularity_ns = max(
+        traits_by_type(os.fsencode(p)).mtime_granularity_ns for p in sides
+    )
     if two_way:
         union = union or not baseline
-        ops = resolve_bidirectional(source, target, baseline, rules, union=union)
+        ops = resolve_bidirectional(
+            source,
+            target,
+            baseline,
+            rules,
+            union=union,
+            mtime_granularity_ns=granularity_ns,
+        )
     elif conduit.mode is SyncMode.SELECTIVE:
         ops = resolve_selective(
             source,
@@ -194,9 +207,12 @@ async def preview(
             now_ns=time.time_ns(),
             recent_s=conduit.recent_s,
             union=union,
+            mtime_granularity_ns=granularity_ns,
         )
     else:
-        ops = resolve_mirror(source, target, rules, union=union)
+        ops = resolve_mirror(
+            source, target, rules, union=union, mtime_granularity_ns=granularity_ns
+        )
     refused = (
         refused
         or check_empty_source(
