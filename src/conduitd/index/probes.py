@@ -81,11 +81,19 @@ def probe_traits(root: bytes) -> FsTraits:
     except OSError:
         return traits_by_type(root)
     try:
-        return FsTraits(
-            mtime_granularity_ns=_probe_granularity(dir_fd),
-            case_insensitive=_probe_alias(dir_fd, b"CaseProbe", b"caseprobe"),
-            normalising=_probe_alias(dir_fd, _NFD_NAME, _NFC_NAME),
-        )
+        before = os.fstat(dir_fd)
+        try:
+            return FsTraits(
+                mtime_granularity_ns=_probe_granularity(dir_fd),
+                case_insensitive=_probe_alias(dir_fd, b"CaseProbe", b"caseprobe"),
+                normalising=_probe_alias(dir_fd, _NFD_NAME, _NFC_NAME),
+            )
+        finally:
+            # A run refused after probing must look untouched (DESIGN.md
+            # Interfaces: exit 3, nothing touched): the probes leave no entry,
+            # so give `.conduitd/` its times back too.
+            with contextlib.suppress(OSError):
+                os.utime(dir_fd, ns=(before.st_atime_ns, before.st_mtime_ns))
     except OSError as exc:  # read-only, full: judge by type, never fail a run
         logger.warning("fs_probe_failed", root=os.fsdecode(root), error=str(exc))
         return traits_by_type(root)
