@@ -132,20 +132,25 @@ async def load_entry_subset(
         while parent and parent not in ancestors:
             ancestors.add(parent)
             parent = parent_path(parent)
+    # Subtrees already loaded with an ancestor's are not asked for again.
+    tops = [p for p in sorted(wanted) if not any(_parents_in(p, wanted))]
+    # The rows themselves by IN lists (a few queries for thousands of paths);
+    # then a ranged query only under those that are directories: nothing else
+    # has a subtree in the index.
     found: dict[bytes, EntryValues] = {}
-    for path in sorted(wanted):
-        if any(is_within(path, other) for other in _parents_in(path, wanted)):
-            continue  # its subtree is loaded with an ancestor's
-        found.update(await load_entry_values(db, location_id, path))
-    missing = sorted(ancestors - found.keys())
+    exact = sorted(ancestors | set(tops))
     sql = f"SELECT relative_path, {_VALUE_COLUMNS} FROM entry WHERE location_id = ?"
-    for start in range(0, len(missing), _IN_CHUNK):
-        chunk = missing[start : start + _IN_CHUNK]
+    for start in range(0, len(exact), _IN_CHUNK):
+        chunk = exact[start : start + _IN_CHUNK]
         marks = ", ".join("?" * len(chunk))
         rows = await db.fetch_all(
             f"{sql} AND relative_path IN ({marks})", [location_id, *chunk]
         )
         found.update({row[0]: row[1:] for row in rows})
+    for top in tops:
+        values = found.get(top)
+        if values is not None and values[KIND] == EntryKind.DIRECTORY:
+            found.update(await load_entry_values(db, location_id, top))
     return {path: entry_row(path, v) for path, v in found.items()}
 
 
