@@ -248,6 +248,10 @@ def test_bidirectional_directory_beats_file(
     assert match is not None
     assert (match["stem"], match["side"], match["suffix"]) == ("thing", file_on, "")
     assert tree[copy] == b"a plain file"
+    # The file made way for the directory: into its side's trash, as a conflict.
+    assert pair.trashed(file_on) == [b"a plain file"]
+    rows = [(r["root"], r["reason"]) for r in pair.trash_rows()]
+    assert rows == [(file_on, "conflict")]
     assert pair.sync()["files_copied"] == 0
 
 
