@@ -279,6 +279,60 @@ async def test_mirror_ignored_paths_are_never_copied_nor_deleted(
     assert (mirror.target / "cache" / "t.bin").read_bytes() == b"target's cache"
 
 
+async def test_mirror_bulk_comparison_lists_exactly_the_paths_that_differ(
+    mirror: Mirror,
+) -> None:
+    for name in ("same", "content", "mode", "touch", "gone", "kind"):
+        write(mirror.source / "d" / name, name.encode(), mtime_ns=NS)
+    (mirror.source / "link").symlink_to("d/same")
+    await sync_api_run(mirror)
+    write(mirror.source / "d" / "content", b"CONTENT", mtime_ns=NS)  # same size
+    os.chmod(mirror.source / "d" / "mode", 0o600)
+    os.utime(mirror.target / "d" / "touch", ns=(NS + 1, NS + 1))
+    (mirror.source / "d" / "gone").unlink()
+    (mirror.target / "d" / "kind").unlink()
+    (mirror.target / "d" / "kind").mkdir()
+    write(mirror.target / "d" / "kind" / "inner", b"target only")
+    write(mirror.source / "new", b"new")
+    (mirror.source / "link").unlink()
+    (mirror.source / "link").symlink_to("d/mode")
+
+    differing = await scan_and_compare(mirror)
+
+    assert sorted(differing) == [
+        b"d/content",
+        b"d/gone",
+        b"d/kind",
+        b"d/kind/inner",
+        b"d/mode",
+        b"d/touch",
+        b"link",
+        b"new",
+    ]
+    generation = await sync_api_run(mirror)
+    assert generation.verification_status == "verified"
+    assert_converged(mirror)
+    assert await scan_and_compare(mirror) == []
+
+
+async def scan_and_compare(mirror: Mirror) -> list[bytes]:
+    """Rescan both roots, then the one-shot run's bulk comparison."""
+    from conduitd.config import load_config
+    from conduitd.oneshot import writer_session
+    from conduitd.sync.differ import differing_paths
+
+    async with writer_session(load_config(mirror.config)) as session:
+        ids = []
+        for root in (mirror.source, mirror.target):
+            row = await session.library.db.fetch_one(
+                "SELECT id FROM location WHERE path = ?", (os.fsencode(root),)
+            )
+            assert row is not None
+            ids.append(int(row[0]))
+            await session.indexer.scan(ids[-1])
+        return await differing_paths(session.library.db, ids[0], ids[1])
+
+
 # ------------------------------------------------------------ job ordering
 
 

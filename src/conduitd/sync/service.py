@@ -59,6 +59,7 @@ from conduitd.sync.conflicts import (
     apply_settlements,
     taken_in,
 )
+from conduitd.sync.differ import differing_paths
 from conduitd.sync.endpoints import (
     Endpoints,
     check_identity,
@@ -97,6 +98,9 @@ logger = structlog.get_logger()
 # Above this many touched paths, verification rescans and reloads both sides
 # whole instead of probing each path.
 VERIFY_PATHS_MAX = 2_000
+# A one-shot run resolves only the paths its two indexes disagree on, up to
+# this many; beyond, it loads and resolves both trees whole.
+DIFFERING_PATHS_MAX = 10_000
 
 ExpectWrites = Callable[[str, Side, Collection[bytes]], None]
 ReportProgress = Callable[[str, "ActiveRun"], None]
@@ -371,6 +375,17 @@ class FileSyncService:
             conduit, first_run=record.sync_generation == 0, dry_run=False
         )
         endpoints = await self._endpoints(record, scan=self.one_shot)
+        if dirty is None and self.one_shot and _bulk_comparable(conduit, endpoints):
+            # Both indexes are fresh: compare them in SQL and resolve only the
+            # paths that differ, as the daemon resolves its dirty paths. Past
+            # a point one query per path costs more than the whole trees, and
+            # a folding root checks new names against every name it holds.
+            differing = await differing_paths(
+                self.library.db, endpoints.source.id, endpoints.target.id
+            )
+            folding = any(t.folds_names for t in self._traits(endpoints))
+            small = len(differing) <= DIFFERING_PATHS_MAX and not folding
+            dirty = differing if small else None
         snapshot = await self._snapshot(record, endpoints, dirty)
         operations, union = self._resolve(conduit, snapshot, endpoints, paths=dirty)
         refused = None
@@ -897,6 +912,15 @@ class FileSyncService:
                     tx, generation.id, GenerationStatus.INTERRUPTED, "interrupted"
                 )
             log.warning("generation_interrupted")
+
+
+def _bulk_comparable(conduit: ConduitConfig, endpoints: Endpoints) -> bool:
+    """One-way modes outside a union run: the paths that agree need nothing.
+
+    (Two-way runs compare against the baseline too; a union run keeps the
+    brakes' look at the whole trees.)
+    """
+    return conduit.mode is not SyncMode.BIDIRECTIONAL and not endpoints.index_lost
 
 
 def _destructive(operations: SyncOperations) -> bool:
