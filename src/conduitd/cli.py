@@ -82,11 +82,18 @@ def run_async(
     log_level: str = "warning",
 ) -> T:
     """Run one command's coroutine, mapping our errors to exit codes."""
+    import gc
+
     import anyio
 
     from conduitd.logs import configure_logging
 
     configure_logging(log_level)
+    # A one-shot run builds a few objects per indexed path (both sides and the
+    # baseline): with the default threshold (700) the collector runs thousands
+    # of times over a growing heap, a quarter of a 100k-file no-op sync
+    # (bench/bidirectional_bench.py). Collect less often in this short process.
+    gc.set_threshold(50_000, 20, 20)
     try:
         return anyio.run(main)
     except ConduitdError as error:
