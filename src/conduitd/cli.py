@@ -402,7 +402,7 @@ def conflicts(ctx: CliContext, name: str | None, as_json: bool) -> None:
     if as_json:
         print_json(document)
         return
-    from conduitd.sync.resolve_conflict import conflict_lines
+    from conduitd.render import conflict_lines
 
     for line in conflict_lines(document):
         click.echo(line)

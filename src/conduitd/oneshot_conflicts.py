@@ -11,6 +11,7 @@ from typing import Any
 
 from conduitd.config import Config
 from conduitd.oneshot import writer_session
+from conduitd.reports import resolve_document
 from conduitd.storage.conflicts import Resolution
 from conduitd.storage.library import open_library
 from conduitd.sync.resolve_conflict import list_conflicts, resolve_conflict
@@ -32,5 +33,7 @@ async def resolve_once(
 ) -> dict[str, Any]:
     """`conduitd resolve ID --keep ...` without a daemon, under the lock."""
     async with writer_session(config) as session:
-        outcome = await resolve_conflict(session.service(), conflict_id, keep)
-        return outcome.document()
+        done = await resolve_conflict(session.service(), conflict_id, keep)
+        return resolve_document(
+            done.conduit, conflict_id, keep.value, done.resolved, done.generation
+        )

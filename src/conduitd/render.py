@@ -1,4 +1,4 @@
-"""Text renderings of status and history documents.
+"""Text renderings of status, history and conflicts documents.
 
 Light on purpose: the CLI prints these for answers from a running daemon, so
 this module imports nothing heavier than typing (BENCHMARKING.md: no pydantic,
@@ -7,7 +7,7 @@ aiosqlite or structlog on the client path).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -44,3 +44,27 @@ def history_lines(document: list[dict[str, Any]]) -> list[str]:
         f" deleted {g['files_deleted']}, errors {g['errors_encountered']}"
         for g in document
     ]
+
+
+def conflict_lines(documents: Sequence[Mapping[str, Any]]) -> list[str]:
+    """`conduitd conflicts` as text: one line per conflict, then both sides."""
+    if not documents:
+        return ["no conflicts"]
+    lines = []
+    for c in documents:
+        state = c["status"] if c["resolution"] is None else f"kept {c['resolution']}"
+        lines.append(
+            f"{c['id']:>5}  {c['conduit']}  {c['path']}  {state}"
+            f"  (generation {c['detected_generation']})"
+        )
+        for side in ("source", "target"):
+            s = c[side]
+            if s["kind"] is None:
+                lines.append(f"       {side}: absent")
+                continue
+            digest = (s["content_id"] or "")[:12]
+            lines.append(
+                f"       {side}: {s['kind']}, {s['size']} bytes,"
+                f" mtime_ns {s['mtime_ns']} {digest}".rstrip()
+            )
+    return lines

@@ -91,3 +91,15 @@ async def history_document(config: Config, name: str, limit: int) -> list[JsonOb
         return [generation_document(name, g) for g in generations]
     finally:
         await library.close()
+
+
+def resolve_document(
+    conduit: str, conflict_id: int, keep: str, resolved: bool, run: GenerationRecord
+) -> JsonObject:
+    """What `resolve` answers (CLI and daemon): the conflict, and its generation."""
+    return {
+        "conflict": conflict_id,
+        "keep": keep,
+        "resolved": resolved,
+        "generation": generation_document(conduit, run),
+    }

@@ -14,7 +14,7 @@ from conduitd.daemon.engine import ConduitContext, RunFactory
 from conduitd.daemon.runs import RunFunction, RunProgress, RunRequest
 from conduitd.errors import UsageError
 from conduitd.hooks import with_error_hook
-from conduitd.reports import generation_document
+from conduitd.reports import generation_document, resolve_document
 from conduitd.storage.conduits import ConduitManager, GenerationRecord
 from conduitd.sync.operations import Side
 from conduitd.sync.service import ActiveRun, FileSyncService
@@ -90,12 +90,14 @@ class SyncEngine:
             raise UsageError(f"the conduit of conflict {conflict_id} is not running")
         current = {name: c.config() for name, c in self.contexts.items()}
         try:
-            outcome = await resolve_conflict(
+            done = await resolve_conflict(
                 self._service(context), conflict_id, Resolution(keep), current=current
             )
         finally:
             context.expected_writes.clear()
-        return outcome.document()
+        return resolve_document(
+            done.conduit, conflict_id, keep, done.resolved, done.generation
+        )
 
     def _service(self, context: ConduitContext) -> FileSyncService:
         if self.service is None:

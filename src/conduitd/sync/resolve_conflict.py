@@ -11,7 +11,7 @@ with what the conflict recorded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -64,16 +64,6 @@ class ResolveOutcome:
     generation: GenerationRecord
     resolved: bool
 
-    def document(self) -> JsonObject:
-        from conduitd.reports import generation_document
-
-        return {
-            "conflict": self.conflict_id,
-            "keep": self.keep.value,
-            "resolved": self.resolved,
-            "generation": generation_document(self.conduit, self.generation),
-        }
-
 
 # --- listing ------------------------------------------------------------------
 
@@ -117,30 +107,6 @@ async def list_conflicts(db: Database, name: str | None = None) -> list[JsonObje
         conduit_id = matching[0]
     records = await ConflictRepository(db).list(conduit_id)
     return [conflict_document(r, names[r.conduit_id]) for r in records]
-
-
-def conflict_lines(documents: Sequence[JsonObject]) -> list[str]:
-    """`conduitd conflicts` as text: one line per conflict, then both sides."""
-    if not documents:
-        return ["no conflicts"]
-    lines = []
-    for c in documents:
-        state = c["status"] if c["resolution"] is None else f"kept {c['resolution']}"
-        lines.append(
-            f"{c['id']:>5}  {c['conduit']}  {c['path']}  {state}"
-            f"  (generation {c['detected_generation']})"
-        )
-        for side in ("source", "target"):
-            s = c[side]
-            if s["kind"] is None:
-                lines.append(f"       {side}: absent")
-                continue
-            digest = (s["content_id"] or "")[:12]
-            lines.append(
-                f"       {side}: {s['kind']}, {s['size']} bytes,"
-                f" mtime_ns {s['mtime_ns']} {digest}".rstrip()
-            )
-    return lines
 
 
 # --- resolving ----------------------------------------------------------------
