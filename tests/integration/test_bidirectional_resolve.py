@@ -215,3 +215,20 @@ def test_a_conflict_the_user_settled_by_hand_is_closed(pair: Pair) -> None:
     assert closed["status"] == "resolved"
     assert closed["resolution"] is None
     assert pair.assert_equal()["notes.txt"] == b"source edit"
+
+
+def test_a_conflict_undone_on_both_sides_is_closed(pair: Pair) -> None:
+    pair.write("source", "notes.txt", "base", mtime_ns=OLDER - 5)
+    pair.write("source", "other.txt", "o")
+    pair.sync()
+    pair.write("source", "notes.txt", "source edit", mtime_ns=NEWER)
+    pair.write("target", "notes.txt", "target edit", mtime_ns=OLDER)
+    assert pair.sync()["conflicts_pending"] == 1
+    for side in ("source", "target"):  # both back to what they agreed on
+        pair.write(side, "notes.txt", "base", mtime_ns=OLDER - 5)
+
+    result = pair.sync()
+
+    assert result["conflicts_pending"] == 0
+    (closed,) = pair.conflicts()
+    assert (closed["status"], closed["resolution"]) == ("resolved", None)

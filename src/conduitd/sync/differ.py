@@ -37,7 +37,42 @@ WHERE t.location_id = ?2 AND t.relative_path != x'' AND NOT EXISTS (
 """
 
 
-async def differing_paths(db: Reader, source_id: int, target_id: int) -> list[bytes]:
-    """Relative paths whose index rows differ between the two locations."""
+# Bidirectional (issue 6): paths whose source row moved away from the baseline
+# (or has none), and baseline rows the source lacks. With the query above this
+# covers every path where source, target and baseline do not all agree.
+_BASELINE_SQL: Final = """
+SELECT s.relative_path FROM entry s
+LEFT JOIN sync_baseline b ON b.conduit_id = ?2 AND b.relative_path = s.relative_path
+WHERE s.location_id = ?1 AND s.relative_path != x'' AND (
+    b.relative_path IS NULL OR s.kind != b.kind
+    OR (s.kind != 1 AND s.mtime_ns != b.mtime_ns)
+    OR (s.kind != 2 AND (s.mode & 4095) != (b.mode & 4095))
+    OR (s.kind = 0 AND (s.size != b.size OR s.content_id IS NOT b.content_id))
+    OR (s.kind = 2 AND s.symlink_target IS NOT b.symlink_target))
+UNION ALL
+SELECT b.relative_path FROM sync_baseline b
+WHERE b.conduit_id = ?2 AND NOT EXISTS (
+    SELECT 1 FROM entry s
+    WHERE s.location_id = ?1 AND s.relative_path = b.relative_path)
+"""
+
+
+async def differing_paths(
+    db: Reader, source_id: int, target_id: int, *, baseline_of: int | None = None
+) -> list[bytes]:
+    """Relative paths whose index rows differ between the two locations.
+
+    Args:
+        baseline_of: a bidirectional conduit's id: also the paths where both
+            sides agree with each other but not with that conduit's baseline.
+    """
     rows = await db.fetch_all(_DIFFERING_SQL, (source_id, target_id))
-    return [bytes(row[0]) for row in rows]
+    paths = [bytes(row[0]) for row in rows]
+    if baseline_of is not None:
+        seen = set(paths)
+        for row in await db.fetch_all(_BASELINE_SQL, (source_id, baseline_of)):
+            path = bytes(row[0])
+            if path not in seen:
+                seen.add(path)
+                paths.append(path)
+    return paths

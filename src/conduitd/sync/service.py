@@ -64,6 +64,7 @@ from conduitd.sync.endpoints import (
     Endpoints,
     check_identity,
     ensure_roots,
+    is_two_way,
     wait_ready,
 )
 from conduitd.sync.operations import (
@@ -381,8 +382,14 @@ class FileSyncService:
             # a point one query per path costs more than the whole trees, and
             # a folding root checks new names against every name it holds.
             differing = await differing_paths(
-                self.library.db, endpoints.source.id, endpoints.target.id
+                self.library.db,
+                endpoints.source.id,
+                endpoints.target.id,
+                baseline_of=record.id if is_two_way(conduit) else None,
             )
+            if is_two_way(conduit):  # open conflicts are kept current (pending.py)
+                rows = await self.conflict_rows.list(record.id, ConflictStatus.PENDING)
+                differing += [c.relative_path for c in rows]
             folding = any(t.folds_names for t in self._traits(endpoints))
             small = len(differing) <= DIFFERING_PATHS_MAX and not folding
             dirty = differing if small else None
@@ -915,12 +922,12 @@ class FileSyncService:
 
 
 def _bulk_comparable(conduit: ConduitConfig, endpoints: Endpoints) -> bool:
-    """One-way modes outside a union run: the paths that agree need nothing.
+    """Outside a union run the paths that agree need nothing.
 
-    (Two-way runs compare against the baseline too; a union run keeps the
-    brakes' look at the whole trees.)
+    (Two-way runs compare with the baseline too, see `differing_paths`; a
+    union run keeps the brakes' look at the whole trees.)
     """
-    return conduit.mode is not SyncMode.BIDIRECTIONAL and not endpoints.index_lost
+    return not endpoints.index_lost
 
 
 def _destructive(operations: SyncOperations) -> bool:
