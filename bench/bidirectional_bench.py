@@ -20,7 +20,7 @@ phase and in a summary. Every conduitd run must report `verified` with no
 errors, and every unison run must exit 0, or the benchmark stops; at the end
 both tools' pairs must hold equal trees.
 
-unison runs as `unison A B -batch -times -silent` with its archives in a
+unison runs as `unison A B -batch -times -terse` with its archives in a
 directory of the benchmark's own (`UNISON=`), so earlier runs on this machine
 do not matter. It preserves mtimes like conduitd (`-times`); it does not fsync
 what it writes, while conduitd makes every batch durable before its rows.
@@ -60,7 +60,8 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> float:
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
-        sys.exit(f"{command[0]} failed (exit {done.returncode}):\n{done.stderr}")
+        output = (done.stdout + done.stderr)[-4000:]
+        sys.exit(f"{command[0]} failed (exit {done.returncode}):\n{output}")
     return elapsed
 
 
@@ -129,7 +130,7 @@ def tools(
     def unison(tag: str) -> float:
         pair = work / f"{label}-unison-{tag}"
         command = ["unison", str(pair / "a"), str(pair / "b")]
-        return timed([*command, "-batch", "-times", "-silent"], unison_env)
+        return timed([*command, "-batch", "-times", "-terse"], unison_env)
 
     return {"conduitd": conduitd, "unison -batch": unison}
 
