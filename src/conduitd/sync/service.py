@@ -376,6 +376,10 @@ class FileSyncService:
             conduit, first_run=record.sync_generation == 0, dry_run=False
         )
         endpoints = await self._endpoints(record, scan=self.one_shot)
+        if dirty is not None and b"" in dirty:
+            # The root itself changed: the resolver reads b"" as "everything",
+            # so the whole trees must be loaded, not a subset of them.
+            dirty = None
         if dirty is None and self.one_shot and _bulk_comparable(conduit, endpoints):
             # Both indexes are fresh: compare them in SQL and resolve only the
             # paths that differ, as the daemon resolves its dirty paths. Past
