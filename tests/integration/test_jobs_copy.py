@@ -22,37 +22,10 @@ from conduitd.jobs import (
     copy_to_temp,
 )
 from conduitd.jobs.copy import CHUNK_BYTES
-from conduitd.storage.models import EntryKind, EntryRow
+from conduitd.storage.models import EntryKind
+from helpers.trees import entry_of, tmp_entries
 
 MTIME_NS = 1_234_567_890_123_456_789
-
-
-def entry_of(root: Path, rel: str) -> EntryRow:
-    """The index entry a scanner would record for `root/rel` right now."""
-    path = root / rel
-    st = os.lstat(path)
-    kinds = {stat.S_IFREG: EntryKind.FILE, stat.S_IFDIR: EntryKind.DIRECTORY}
-    kind = kinds.get(stat.S_IFMT(st.st_mode), EntryKind.SYMLINK)
-    content_id = None
-    if kind is EntryKind.FILE:
-        content_id = blake3.blake3(path.read_bytes()).hexdigest()
-    target = os.readlink(os.fsencode(path)) if kind is EntryKind.SYMLINK else None
-    return EntryRow(
-        relative_path=os.fsencode(rel),
-        kind=kind,
-        size=st.st_size,
-        mtime_ns=st.st_mtime_ns,
-        mode=st.st_mode,
-        content_id=content_id,
-        symlink_target=target,
-        inode=st.st_ino,
-        ctime_ns=st.st_ctime_ns,
-    )
-
-
-def tmp_entries(root: Path) -> list[str]:
-    tmp = root / ".conduitd" / "tmp"
-    return sorted(os.listdir(tmp)) if tmp.exists() else []
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-import blake3
 import pytest
 
 from conduitd.errors import UnsafePath
@@ -23,45 +22,9 @@ from conduitd.jobs import (
     update_metadata,
 )
 from conduitd.jobs.trash import link_to_trash, move_to_trash
-from conduitd.storage.models import EntryKind, EntryRow
+from helpers.trees import entry_of, tree_digest
 
 MTIME_NS = 1_500_000_000_000_000_001
-
-
-def entry_of(root: Path, rel: str) -> EntryRow:
-    path = root / rel
-    st = os.lstat(path)
-    kinds = {stat.S_IFREG: EntryKind.FILE, stat.S_IFDIR: EntryKind.DIRECTORY}
-    kind = kinds.get(stat.S_IFMT(st.st_mode), EntryKind.SYMLINK)
-    content_id = None
-    if kind is EntryKind.FILE:
-        content_id = blake3.blake3(path.read_bytes()).hexdigest()
-    target = os.readlink(os.fsencode(path)) if kind is EntryKind.SYMLINK else None
-    return EntryRow(
-        relative_path=os.fsencode(rel),
-        kind=kind,
-        size=st.st_size,
-        mtime_ns=st.st_mtime_ns,
-        mode=st.st_mode,
-        content_id=content_id,
-        symlink_target=target,
-        inode=st.st_ino,
-    )
-
-
-def tree_digest(root: Path) -> dict[str, tuple[object, ...]]:
-    seen: dict[str, tuple[object, ...]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            st = os.lstat(path)
-            body: object = None
-            if stat.S_ISREG(st.st_mode):
-                body = blake3.blake3(path.read_bytes()).hexdigest()
-            elif stat.S_ISLNK(st.st_mode):
-                body = os.readlink(path)
-            seen[str(path.relative_to(root))] = (st.st_mode, st.st_mtime_ns, body)
-    return seen
 
 
 def write(

@@ -10,7 +10,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import anyio
-import blake3
 import pytest
 
 from conduitd.jobs import (
@@ -33,7 +32,8 @@ from conduitd.jobs import (
     copy_to_temp,
 )
 from conduitd.jobs.copy import Checkpoint
-from conduitd.storage.models import EntryKind, EntryRow
+from conduitd.storage.models import EntryRow
+from helpers.trees import entry_of, tmp_entries, tree_digest
 
 MTIME_NS = 1_650_000_000_987_654_321
 
@@ -43,27 +43,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def entry_of(root: Path, rel: str) -> EntryRow:
-    path = root / rel
-    st = os.lstat(path)
-    kinds = {stat.S_IFREG: EntryKind.FILE, stat.S_IFDIR: EntryKind.DIRECTORY}
-    kind = kinds.get(stat.S_IFMT(st.st_mode), EntryKind.SYMLINK)
-    content_id = None
-    if kind is EntryKind.FILE:
-        content_id = blake3.blake3(path.read_bytes()).hexdigest()
-    target = os.readlink(os.fsencode(path)) if kind is EntryKind.SYMLINK else None
-    return EntryRow(
-        relative_path=os.fsencode(rel),
-        kind=kind,
-        size=st.st_size,
-        mtime_ns=st.st_mtime_ns,
-        mode=st.st_mode,
-        content_id=content_id,
-        symlink_target=target,
-        inode=st.st_ino,
-    )
-
-
 def write(
     path: Path, data: bytes, *, mode: int = 0o644, mtime_ns: int = MTIME_NS
 ) -> None:
@@ -71,11 +50,6 @@ def write(
     path.write_bytes(data)
     os.chmod(path, mode)
     os.utime(path, ns=(mtime_ns, mtime_ns))
-
-
-def tmp_entries(root: Path) -> list[str]:
-    tmp = root / ".conduitd" / "tmp"
-    return sorted(os.listdir(tmp)) if tmp.exists() else []
 
 
 class Recorder:
@@ -621,22 +595,6 @@ async def test_runner_raises_what_on_batch_committed_raised(sides: Sides) -> Non
             on_batch_committed=failing,
         )
     assert tmp_entries(sides.dst) == []
-
-
-def tree_digest(root: Path) -> dict[str, tuple[object, ...]]:
-    """Everything observable about a tree (kind, mode, mtime, content, target)."""
-    seen: dict[str, tuple[object, ...]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            st = os.lstat(path)
-            body: object = None
-            if stat.S_ISREG(st.st_mode):
-                body = blake3.blake3(path.read_bytes()).hexdigest()
-            elif stat.S_ISLNK(st.st_mode):
-                body = os.readlink(path)
-            seen[str(path.relative_to(root))] = (st.st_mode, st.st_mtime_ns, body)
-    return seen
 
 
 @pytest.mark.anyio
