@@ -37,6 +37,7 @@ def drop_privileges_prefix() -> list[str]:
         if os.geteuid() == uid:
             return []
         pytest.skip("dropping privileges needs root; this test runs as a plain user")
+    _let_unprivileged_run_this_checkout()
     setpriv = shutil.which("setpriv")
     if setpriv:
         return [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
@@ -44,6 +45,16 @@ def drop_privileges_prefix() -> list[str]:
     if runuser:
         return [runuser, "-u", UNPRIVILEGED_USER, "--"]
     pytest.skip("neither setpriv nor runuser is installed")
+
+
+def _let_unprivileged_run_this_checkout() -> None:
+    """`nobody` must reach the interpreter's packages and `src/` to run conduitd.
+
+    A checkout under a 0700 directory (`mktemp -d`) hides the venv from it;
+    searching (x, never r) is all that is added, on the checkout's parents.
+    """
+    make_traversable(Path(sys.prefix))
+    make_traversable(Path(__file__).resolve().parents[2] / "src")
 
 
 def give_to_unprivileged(*paths: Path) -> None:
