@@ -753,6 +753,9 @@ def _state_dir(ctx: CliContext) -> Path:
 
 
 def main() -> None:
+    from conduitd.logs import keep_rich_out_of_structlog
+
+    keep_rich_out_of_structlog()
     try:
         cli.main(prog_name="conduitd")
     except KeyboardInterrupt:
