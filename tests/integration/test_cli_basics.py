@@ -14,7 +14,7 @@ from helpers.cli import conduitd_env, run_cli, write_config
 
 # Benchmarks time a one-shot `sync` as a whole process, next to cp and rsync,
 # so its imports count: these are never needed on that path.
-NOT_IMPORTED_BY_SYNC = ("rich", "pygments", "pathspec")
+NOT_IMPORTED_BY_SYNC = ("rich", "pygments", "pathspec", "watchfiles")
 
 
 @pytest.fixture

@@ -19,13 +19,15 @@ import os
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import anyio
-from watchfiles import Change, awatch
 
 from conduitd.index.marker import CONDUITD_DIR, MARKER_NAME, barrier_token
 from conduitd.index.walk import is_conduitd_path
+
+if TYPE_CHECKING:
+    from watchfiles import Change
 
 # watchfiles' default step: the latency floor is one step (BENCHMARKING.md);
 # a smaller one costs idle CPU for little gain (see bench/index_bench.py).
@@ -120,6 +122,10 @@ async def watch_batches(
     Set `stop_event` before cancelling the consumer, or the watch thread
     lingers until its timeout.
     """
+    # Imported here: a one-shot `sync` imports this module but never watches,
+    # and watchfiles costs it ~4 ms.
+    from watchfiles import awatch
+
     text_root = os.fsdecode(root)
     changes = awatch(
         text_root,
