@@ -111,6 +111,18 @@ def commit_batch(
         PathFailed: making the directories durable failed after the renames;
             nothing of the batch may be recorded as synced.
     """
+    with dst.cached_dirs():
+        return _commit(dst, items, generation=generation, trash=trash, durable=durable)
+
+
+def _commit(
+    dst: RootFs,
+    items: Sequence[PendingReplace],
+    *,
+    generation: int,
+    trash: bool,
+    durable: Durability,
+) -> list[ReplaceOutcome]:
     _sync_temps(dst, items, durable)
     crash_point("commit.after_durable")
     slots = [_Slot(item) for item in items]

@@ -51,7 +51,8 @@ Checkpoint = Callable[[], None]
 class TempFile:
     """A verified copy waiting in `.conduitd/tmp/` for the group commit.
 
-    `synced` is True when it was fsynced already (no syncfs on that system).
+    `synced` is True when it was fsynced already (no syncfs on that system);
+    `inode` is the temp file's (0 for a symlink).
     """
 
     tmp_rel: bytes
@@ -60,6 +61,7 @@ class TempFile:
     content_id: str | None
     source: EntryRow
     synced: bool = False
+    inode: int = 0
 
 
 def copy_to_temp(
@@ -120,6 +122,7 @@ def _copy_file(
         with translated(Side.TARGET, rel, "create temp"):
             tmp_rel, tmp_fd = dst.create_temp(b"c")
         try:
+            inode = os.fstat(tmp_fd).st_ino
             _fill_temp(src_fd, tmp_fd, rel, expected, limiter, checkpoint, fsync)
         except BaseException:
             with suppress(OSError):
@@ -129,7 +132,13 @@ def _copy_file(
         os.close(src_fd)
     crash_point("copy.after_temp_write")
     return TempFile(
-        tmp_rel, EntryKind.FILE, expected.size, expected.content_id, expected, fsync
+        tmp_rel,
+        EntryKind.FILE,
+        expected.size,
+        expected.content_id,
+        expected,
+        fsync,
+        inode,
     )
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import enum
 import errno
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 from conduitd.errors import TransferError
 
@@ -93,14 +92,31 @@ def path_failed(side: Side, rel: bytes, action: str, exc: OSError) -> PathFailed
     )
 
 
-@contextmanager
-def translated(side: Side, rel: bytes, action: str) -> Iterator[None]:
-    """Turn an OSError into a PathFailed (or SourceChanged for a reshaped source)."""
-    try:
-        yield
-    except OSError as exc:
-        if side is Side.SOURCE and exc.errno in _SHAPE_ERRNOS:
+class translated:  # lower case: used like the function it replaced
+    """Turn an OSError into a PathFailed (or SourceChanged for a reshaped source).
+
+    A class, not `@contextmanager`: a copy enters eight of these per file,
+    and the generator machinery cost ~30 us of each small file's copy.
+    """
+
+    __slots__ = ("action", "rel", "side")
+
+    def __init__(self, side: Side, rel: bytes, action: str) -> None:
+        self.side, self.rel, self.action = side, rel, action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not isinstance(exc, OSError):
+            return
+        if self.side is Side.SOURCE and exc.errno in _SHAPE_ERRNOS:
             raise SourceChanged(
-                f"{describe(rel)}: source changed ({exc.strerror})"
+                f"{describe(self.rel)}: source changed ({exc.strerror})"
             ) from exc
-        raise path_failed(side, rel, action, exc) from exc
+        raise path_failed(self.side, self.rel, self.action, exc) from exc

@@ -84,12 +84,14 @@ SKIPPED = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class JobOutcome:
-    """What became of one job. `trashed`: a version that went to trash."""
+    """What became of one job. `trashed`: a version that went to trash;
+    `landed_inode`: the inode now under a copied file's final name."""
 
     job: Job
     status: OutcomeStatus
     trashed: TrashedItem | None = None
     error: TransferError | None = None
+    landed_inode: int = 0
 
 
 @dataclass(frozen=True, slots=True)
