@@ -16,6 +16,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from conduitd.index import Indexer, MarkerStatus
+from conduitd.index.scanner import KnownContent
 from conduitd.storage.entries import load_entry_map
 from conduitd.storage.library import Library, open_library
 from conduitd.storage.locations import LocationRecord, LocationState, ensure_location
@@ -589,3 +590,91 @@ async def test_a_write_outside_a_scan_clears_the_parent_listing_digest(
     assert await digest_of(library, record, b"d") is not None
     entries = await load_entry_map(library.db, record.id)
     assert entries[b"d/f"].content_id == content_id(b"two")
+
+
+def announced(path: Path, content: str) -> KnownContent:
+    st = path.lstat()
+    return KnownContent(st.st_ino, st.st_size, st.st_mtime_ns, content)
+
+
+async def test_a_file_announced_by_a_sync_is_indexed_without_being_read(
+    library: Library, root: Path
+) -> None:
+    (root / "landed").write_bytes(b"copied bytes")
+    (root / "other").write_bytes(b"not announced")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+    # The copy hashed the bytes as they passed: the scan takes its word for
+    # that very file (same inode, size and mtime) and reads only the other.
+    await indexer.expect_content(
+        record.id, {b"landed": announced(root / "landed", content_id(b"copied bytes"))}
+    )
+
+    report = await indexer.scan(record)
+
+    assert (report.added, report.hashed_files) == (2, 1)
+    entries = await load_entry_map(library.db, record.id)
+    assert entries[b"landed"].content_id == content_id(b"copied bytes")
+    assert entries[b"other"].content_id == content_id(b"not announced")
+
+
+async def test_an_announced_file_changed_since_is_read_again(
+    library: Library, root: Path
+) -> None:
+    for name in ("rewritten", "replaced", "touched"):
+        (root / name).write_bytes(b"as landed")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+    stale = {
+        name.encode(): announced(root / name, content_id(b"as landed"))
+        for name in ("rewritten", "replaced", "touched")
+    }
+    await indexer.expect_content(record.id, stale)
+    (root / "rewritten").write_bytes(b"user's longer edit")  # size and mtime move
+    (root / "replaced.new").write_bytes(b"other one")  # another inode
+    os.replace(root / "replaced.new", root / "replaced")
+    os.utime(root / "touched", ns=(1, 1))  # same bytes, but not as announced
+
+    report = await indexer.scan(record)
+
+    assert report.hashed_files == 3
+    entries = await load_entry_map(library.db, record.id)
+    assert entries[b"rewritten"].content_id == content_id(b"user's longer edit")
+    assert entries[b"replaced"].content_id == content_id(b"other one")
+    assert entries[b"touched"].content_id == content_id(b"as landed")
+
+
+async def test_forgotten_announcements_are_not_used(
+    library: Library, root: Path
+) -> None:
+    (root / "f").write_bytes(b"real")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+    await indexer.expect_content(record.id, {b"f": announced(root / "f", "bogus")})
+    await indexer.forget_content(record.id, [b"f"])
+
+    await indexer.scan(record)
+
+    entries = await load_entry_map(library.db, record.id)
+    assert entries[b"f"].content_id == content_id(b"real")
+
+
+async def test_refresh_rereads_unchanged_files_only_when_asked(
+    library: Library, root: Path
+) -> None:
+    (root / "same").write_bytes(b"unchanged")
+    (root / "moved").write_bytes(b"before")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+    await indexer.scan(record)
+    (root / "moved").write_bytes(b"after!")
+
+    # A barrier's refresh reads what a walk would: the file whose size moved.
+    walk_like = await indexer.refresh(record.id, [b"same", b"moved"], reread=False)
+    # A watcher's refresh reads every file it was told about.
+    watcher = await indexer.refresh(record.id, [b"same", b"moved"])
+
+    assert (walk_like.hashed_files, walk_like.updated) == (1, 1)
+    assert (watcher.hashed_files, watcher.updated) == (2, 0)
+    entries = await load_entry_map(library.db, record.id)
+    assert entries[b"moved"].content_id == content_id(b"after!")

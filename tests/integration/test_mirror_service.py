@@ -530,3 +530,39 @@ def query_skipped(mirror: Mirror, generation: int) -> int:
         r for r in generation_rows(mirror.state_dir) if r["generation"] == generation
     ]
     return int(row["files_skipped"])
+
+
+async def test_verification_takes_the_copies_hashes_instead_of_reading_them(
+    mirror: Mirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy hashed every byte it wrote; verification's rescan of the
+    target reads none of them again, and no announcement outlives the run."""
+    from conduitd.config import load_config
+    from conduitd.index import scanner
+    from conduitd.oneshot import writer_session
+    from conduitd.sync.service import FileSyncService
+
+    hashed: list[tuple[bytes, bytes]] = []
+    real_hash_files = scanner.hash_files
+
+    def spy(root: bytes, paths: list[bytes], *args: Any, **kwargs: Any) -> Any:
+        hashed.extend((root, p) for p in paths)
+        return real_hash_files(root, paths, *args, **kwargs)
+
+    monkeypatch.setattr(scanner, "hash_files", spy)
+    for i in range(30):
+        write(mirror.source / f"d{i % 3}" / f"f{i:02d}", f"body {i}".encode() * 50)
+    config = load_config(mirror.config)
+    async with writer_session(config) as session:
+        service = FileSyncService(
+            session.library, session.tm, session.indexer, config, one_shot=True
+        )
+        generation = await service.sync_now(mirror.name)
+        leftover = dict(session.indexer.scanner._known)
+
+    assert generation.verification_status == "verified"
+    assert counts(generation)["files_copied"] == 30
+    assert_converged(mirror)
+    assert len(hashed) == 30  # the source's first scan, and nothing else
+    assert {root for root, _ in hashed} == {os.fsencode(mirror.source)}
+    assert leftover == {}

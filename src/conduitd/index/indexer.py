@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
@@ -36,7 +36,7 @@ from conduitd.index.marker import (
     rewrite_marker,
     write_marker,
 )
-from conduitd.index.scanner import ChangeSet, TreeScanner
+from conduitd.index.scanner import ChangeSet, KnownContent, TreeScanner
 from conduitd.index.state import IndexStep, advance
 from conduitd.index.store import SCAN_BATCH_ROWS, IndexStore, WriteCounts
 from conduitd.index.walk import DIRECTORY, DirTask, values_from_stat
@@ -186,10 +186,32 @@ class Indexer:
         async with self._locked(location_id):
             return await self._scan_locked(location_id)
 
-    async def refresh(self, location_id: int, paths: Iterable[bytes]) -> ScanReport:
-        """Re-stat the given paths (and scan new directories among them)."""
+    async def refresh(
+        self, location_id: int, paths: Iterable[bytes], *, reread: bool = True
+    ) -> ScanReport:
+        """Re-stat the given paths (and scan new directories among them).
+
+        Args:
+            reread: hash the files among `paths` even when their metadata
+                matches their rows (a watcher saw them written: on a coarse
+                mtime a rewrite may leave size and mtime alone). False reads
+                only what a walk would.
+        """
         async with self._locked(location_id):
-            return await self._refresh_locked(location_id, set(paths))
+            return await self._refresh_locked(location_id, set(paths), reread)
+
+    async def expect_content(
+        self, location_id: int, files: Mapping[bytes, KnownContent]
+    ) -> None:
+        """Announce files a sync just landed, so scans take their content ids
+        instead of reading them again (see `TreeScanner`)."""
+        record = await self.location(location_id)
+        self.scanner.expect(record.root, files)
+
+    async def forget_content(self, location_id: int, paths: Iterable[bytes]) -> None:
+        """Drop announcements once the run that made them is verified."""
+        record = await self.location(location_id)
+        self.scanner.forget(record.root, paths)
 
     async def clear_index_lost(self, location_id: int) -> None:
         """After a union run of this root: claim it (rewrite the marker) and
@@ -248,7 +270,9 @@ class Indexer:
         )
         return report
 
-    async def _refresh_locked(self, location_id: int, paths: set[bytes]) -> ScanReport:
+    async def _refresh_locked(
+        self, location_id: int, paths: set[bytes], reread: bool = True
+    ) -> ScanReport:
         started = time.perf_counter()
         record = await self.location(location_id)
         judgement, found = await self._judge(record)
@@ -260,7 +284,13 @@ class Indexer:
         reader = EntryReader(self.db.path, location_id)
         try:
             changes = await self.scanner.refresh(
-                self.db, location_id, record.root, found.st.st_dev, paths, reader
+                self.db,
+                location_id,
+                record.root,
+                found.st.st_dev,
+                paths,
+                reader,
+                reread=reread,
             )
         finally:
             reader.close()
@@ -401,7 +431,9 @@ class Indexer:
             return await self.state(location_id)
         if wanted is None:
             return (await self.scan(location_id)).state
-        return (await self.refresh(location_id, wanted)).state
+        # A walk would not read a file whose metadata is unchanged: neither
+        # does the barrier (verification probes every path a run touched).
+        return (await self.refresh(location_id, wanted, reread=False)).state
 
     async def _barrier_by_watcher(self, location_id: int, timeout_s: float) -> bool:
         record = await self.location(location_id)

@@ -13,6 +13,7 @@ from conduitd.errors import SafetyRefusal
 from conduitd.index.indexer import Indexer
 from conduitd.index.marker import MarkerStatus
 from conduitd.storage.locations import LocationRecord, LocationState
+from conduitd.sync.operations import Side
 
 INDEX_READY_TIMEOUT_S = 60.0
 
@@ -31,6 +32,9 @@ class Endpoints:
     @property
     def index_lost(self) -> bool:
         return self.source.index_lost or self.target.index_lost
+
+    def of(self, side: Side) -> LocationRecord:
+        return self.source if side is Side.SOURCE else self.target
 
 
 def _is_dir(path: Path) -> bool:

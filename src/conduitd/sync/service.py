@@ -9,7 +9,15 @@ jobs re-check the disk before every destructive step; the rows that say
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Mapping,
+    Sequence,
+)
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +75,7 @@ from conduitd.sync.endpoints import (
     is_two_way,
     wait_ready,
 )
+from conduitd.sync.landed import landed_files
 from conduitd.sync.operations import (
     Conflict,
     Direction,
@@ -668,34 +677,44 @@ class FileSyncService:
         await self._record_pending(record, generation, pending)
         touched = touched_paths(operations)
         active = self.active[conduit.name] = ActiveRun(generation.generation)
-        try:
-            report = await self._transfer(
-                conduit, record, generation, endpoints, operations, settlements, active
+        async with self._announcing() as announced:
+            try:
+                report = await self._transfer(
+                    conduit,
+                    record,
+                    generation,
+                    endpoints,
+                    operations,
+                    settlements,
+                    active,
+                    announced,
+                )
+            finally:
+                self.active.pop(conduit.name, None)
+            # Unreadable entries, paths held because of one, and directories that
+            # cannot give way (something ignored stays inside) are per-path
+            # failures: counted, so the run exits 1 (issue 5), never silent.
+            not_synced = _paths_not_synced(snapshot, operations, rules_for(conduit))
+            if not_synced:
+                first = [p.decode("utf-8", "surrogateescape") for p in not_synced[:5]]
+                log.warning("paths_not_synced", count=len(not_synced), first=first)
+            counts = GenerationCounts(
+                files_copied=report.files_copied,
+                metadata_updated=report.metadata_updated,
+                files_deleted=report.files_deleted,
+                conflicts_resolved=sum(not s.pending for s in settlements),
+                conflicts_pending=len(pending),
+                files_skipped=report.files_skipped,
+                bytes_transferred=report.bytes_transferred,
+                errors_encountered=report.errors_encountered + len(not_synced),
             )
-        finally:
-            self.active.pop(conduit.name, None)
-        # Unreadable entries, paths held because of one, and directories that
-        # cannot give way (something ignored stays inside) are per-path
-        # failures: counted, so the run exits 1 (issue 5), never silent.
-        not_synced = _paths_not_synced(snapshot, operations, rules_for(conduit))
-        if not_synced:
-            first = [p.decode("utf-8", "surrogateescape") for p in not_synced[:5]]
-            log.warning("paths_not_synced", count=len(not_synced), first=first)
-        counts = GenerationCounts(
-            files_copied=report.files_copied,
-            metadata_updated=report.metadata_updated,
-            files_deleted=report.files_deleted,
-            conflicts_resolved=sum(not s.pending for s in settlements),
-            conflicts_pending=len(pending),
-            files_skipped=report.files_skipped,
-            bytes_transferred=report.bytes_transferred,
-            errors_encountered=report.errors_encountered + len(not_synced),
-        )
-        async with self.tm.transaction() as tx:
-            generation = await self.conduits.record_counts(tx, generation.id, counts)
-        status = await self._verify(
-            conduit, record, generation, endpoints, touched, union
-        )
+            async with self.tm.transaction() as tx:
+                generation = await self.conduits.record_counts(
+                    tx, generation.id, counts
+                )
+            status = await self._verify(
+                conduit, record, generation, endpoints, touched, union
+            )
         error = (
             None
             if counts.errors_encountered == 0
@@ -734,6 +753,18 @@ class FileSyncService:
         )
         return generation
 
+    @asynccontextmanager
+    async def _announcing(self) -> AsyncIterator[dict[int, set[bytes]]]:
+        """Location id → paths announced to its index by `_transfer`; the
+        announcements are dropped when the block ends (after verification)."""
+        announced: dict[int, set[bytes]] = {}
+        try:
+            yield announced
+        finally:
+            with anyio.CancelScope(shield=True):
+                for location_id, paths in announced.items():
+                    await self.indexer.forget_content(location_id, paths)
+
     async def _record_pending(
         self,
         record: ConduitRecord,
@@ -768,6 +799,7 @@ class FileSyncService:
         operations: SyncOperations,
         settlements: Sequence[Settlement],
         active: ActiveRun,
+        announced: dict[int, set[bytes]],
     ) -> Any:
         source_fs = await anyio.to_thread.run_sync(RootFs, endpoints.source.path)
         try:
@@ -788,6 +820,11 @@ class FileSyncService:
                     async with self.tm.transaction() as tx:
                         await record_trashed(tx, rows)
                 crash_point("service.after_batch_rows")
+                for root, files in landed_files(outcomes).items():
+                    side = roots.side_of(root)
+                    location = endpoints.of(side)
+                    await self.indexer.expect_content(location.id, files)
+                    announced.setdefault(location.id, set()).update(files)
 
             def progress(p: Progress) -> None:
                 active.files_done, active.files_total = p.files_done, p.files_total
