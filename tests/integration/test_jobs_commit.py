@@ -347,3 +347,44 @@ def test_commit_batch_handles_each_item_on_its_own(roots: Roots) -> None:
     assert (dst / "good").read_bytes() == b"g"
     assert (dst / "taken").read_bytes() == b"user"
     assert tmp_entries(dst) == []
+
+
+def test_commit_overwrites_across_more_directories_than_one_thread_keeps_open(
+    roots: Roots,
+) -> None:
+    """Every overwrite walks to its parent and to a trash directory; past the
+    per-thread cache of open directories (64) nothing may be closed while in
+    use (a reused descriptor number would point at another directory)."""
+    src, dst, src_fs, dst_fs = roots
+    # A new file first (one directory walked to, no trash), then overwrites
+    # (two each, the second inside a rename or link of the first): the cache
+    # fills up in the middle of an operation.
+    (dst / "new").mkdir()
+    first = PendingReplace(
+        staged(src, src_fs, dst_fs, "new/f.txt", b"new"), b"new/f.txt", None
+    )
+    rels = [f"d{i:03d}/sub/f.txt" for i in range(150)]
+    olds = {}
+    for rel in rels:
+        write(dst / rel, f"old {rel}".encode())
+        olds[rel] = entry_of(dst, rel)
+    items = [first] + [
+        PendingReplace(
+            staged(src, src_fs, dst_fs, rel, f"new {rel}".encode()),
+            os.fsencode(rel),
+            olds[rel],
+        )
+        for rel in rels
+    ]
+
+    outcomes = commit_batch(
+        dst_fs, items, generation=9, trash=True, durable=Durability.SYNCFS
+    )
+
+    assert [o.status for o in outcomes] == [ReplaceStatus.REPLACED] * len(items)
+    assert (dst / "new" / "f.txt").read_bytes() == b"new"
+    for rel in rels:
+        assert (dst / rel).read_bytes() == f"new {rel}".encode()
+        trashed = dst / ".conduitd" / "trash" / "9" / rel
+        assert trashed.read_bytes() == f"old {rel}".encode()
+    assert tmp_entries(dst) == []

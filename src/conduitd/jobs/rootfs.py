@@ -119,56 +119,50 @@ class RootFs:
         if getattr(self._local, "dirs", None) is not None:
             yield  # nested: the outer block owns the cache
             return
-        dirs: dict[bytes, int] = {}
+        dirs = _DirCache()
         self._local.dirs = dirs
         try:
             yield
         finally:
             self._local.dirs = None
-            _close_all(dirs)
+            dirs.close()
 
-    def _cached(self) -> dict[bytes, int] | None:
-        dirs: dict[bytes, int] | None = getattr(self._local, "dirs", None)
+    def _cached(self) -> _DirCache | None:
+        dirs: _DirCache | None = getattr(self._local, "dirs", None)
         return dirs
 
     def _uncache(self, rel: bytes) -> None:
         """Forget `rel` and what lies under it (it is being moved or removed)."""
         dirs = self._cached()
-        if not dirs:
-            return
-        under = rel + b"/"
-        for key in [k for k in dirs if k == rel or k.startswith(under)]:
-            os.close(dirs.pop(key))
+        if dirs is not None:
+            dirs.forget(rel)
 
-    @contextmanager
-    def dir_fd(self, rel: bytes) -> Iterator[int]:
-        """The directory `rel`, open for the duration of the block."""
+    def dir_fd(self, rel: bytes) -> _OpenDir:
+        """The directory `rel`, open for the duration of a `with` block.
+
+        (A class rather than `@contextmanager`: it runs several times for
+        each copied file.)
+        """
         if rel == TMP_DIR and self._tmp_fd is not None:
-            yield self._tmp_fd
-            return
+            return _OpenDir(self._tmp_fd, owned=False)
         dirs = self._cached()
         if dirs is not None:
-            fd = dirs.get(rel)
-            if fd is None:
-                if len(dirs) >= _CACHED_DIRS_MAX:
-                    _close_all(dirs)
-                fd = dirs[rel] = self.open_dir(rel)
-            yield fd
-            return
-        fd = self.open_dir(rel)
-        try:
-            yield fd
-        finally:
-            os.close(fd)
+            fd = dirs.fds.get(rel)
+            if fd is not None:
+                return _OpenDir(fd, owned=False)
+            fd = self.open_dir(rel)
+            if dirs.add(rel, fd):
+                return _OpenDir(fd, owned=False)
+            return _OpenDir(fd, owned=True)
+        return _OpenDir(self.open_dir(rel), owned=True)
 
-    @contextmanager
-    def parent(self, rel: bytes) -> Iterator[tuple[int, bytes]]:
-        """The parent directory of `rel` (open) and the last component."""
+    def parent(self, rel: bytes) -> _ParentDir:
+        """The parent directory of `rel` (open) and the last component, for
+        a `with` block."""
         parts = split_relative(rel)
         if not parts:
             raise IsADirectoryError(errno.EISDIR, "the root has no parent", "")
-        with self.dir_fd(join_relative(parts[:-1])) as fd:
-            yield fd, parts[-1]
+        return _ParentDir(self.dir_fd(join_relative(parts[:-1])), parts[-1])
 
     # -- single entries --------------------------------------------------------
 
@@ -448,8 +442,77 @@ def set_symlink_mtime(dir_fd: int, name: bytes, mtime_ns: int) -> None:
     os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
 
 
-def _close_all(dirs: dict[bytes, int]) -> None:
-    for fd in dirs.values():
-        with suppress(OSError):
-            os.close(fd)
-    dirs.clear()
+class _OpenDir:
+    """A directory descriptor for a `with` block; closed at its end if owned."""
+
+    __slots__ = ("fd", "owned")
+
+    def __init__(self, fd: int, *, owned: bool) -> None:
+        self.fd, self.owned = fd, owned
+
+    def __enter__(self) -> int:
+        return self.fd
+
+    def __exit__(self, *exc: object) -> None:
+        if self.owned:
+            os.close(self.fd)
+
+
+class _ParentDir:
+    """`RootFs.parent`'s result: (directory descriptor, last component)."""
+
+    __slots__ = ("directory", "name")
+
+    def __init__(self, directory: _OpenDir, name: bytes) -> None:
+        self.directory, self.name = directory, name
+
+    def __enter__(self) -> tuple[int, bytes]:
+        return self.directory.__enter__(), self.name
+
+    def __exit__(self, *exc: object) -> None:
+        self.directory.__exit__()
+
+
+class _DirCache:
+    """One thread's open directories inside `RootFs.cached_dirs()`.
+
+    `prefixes` holds every cached path and its ancestors, so that `forget`
+    of a path with nothing cached at or under it costs one set lookup.
+    Descriptors are closed only when the block ends (`retired` keeps the
+    forgotten ones until then): one handed out may still be in use, and a
+    closed number is reused by the next open, for another directory.
+    """
+
+    __slots__ = ("fds", "prefixes", "retired")
+
+    def __init__(self) -> None:
+        self.fds: dict[bytes, int] = {}
+        self.prefixes: set[bytes] = set()
+        self.retired: list[int] = []
+
+    def add(self, rel: bytes, fd: int) -> bool:
+        """Keep `fd` open for the rest of the block; False when full (the
+        caller then closes it itself: nothing is evicted)."""
+        if len(self.fds) >= _CACHED_DIRS_MAX:
+            return False
+        self.fds[rel] = fd
+        while rel and rel not in self.prefixes:
+            self.prefixes.add(rel)
+            rel = rel.rpartition(b"/")[0]
+        return True
+
+    def forget(self, rel: bytes) -> None:
+        if rel not in self.prefixes:
+            return
+        under = rel + b"/"
+        for key in [k for k in self.fds if k == rel or k.startswith(under)]:
+            self.retired.append(self.fds.pop(key))
+        self.prefixes.discard(rel)
+
+    def close(self) -> None:
+        for fd in (*self.fds.values(), *self.retired):
+            with suppress(OSError):
+                os.close(fd)
+        self.fds.clear()
+        self.prefixes.clear()
+        self.retired.clear()
