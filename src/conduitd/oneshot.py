@@ -56,6 +56,7 @@ async def writer_session(config: Config) -> AsyncIterator[Session]:
         raise Busy(f"busy: {holder} holds {held.path}") from None
     try:
         library = await open_library(config.daemon.state_dir, repair=True)
+        clean = False
         try:
             tm = await open_transaction_manager(library)
             await reconcile_conduits(library, config, tm=tm)
@@ -63,8 +64,9 @@ async def writer_session(config: Config) -> AsyncIterator[Session]:
             indexer = Indexer.for_library(library, tm=tm)
             yield Session(config, library, tm, indexer)
             await tm.flushed()
+            clean = True
         finally:
-            await library.close()
+            await library.close(clean=clean)
     finally:
         lock.release()
 
