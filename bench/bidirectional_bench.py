@@ -1,9 +1,9 @@
-"""Bidirectional benchmark (issue 6): one-shot `conduitd sync` next to `unison -batch`.
+"""Bidirectional benchmark (issue 6): `conduitd sync`, one-shot and daemon, next to unison.
 
-Run (from the repository; any venv with the dependencies):
-  python bench/bidirectional_bench.py --files 10000 --rounds 3
-  python bench/bidirectional_bench.py --files 100000 --rounds 2
-  python bench/bidirectional_bench.py --files 10000 --profile out.prof
+Run (with the project installed in a venv; the venv's console script is timed):
+  /work/venv/bin/python bench/bidirectional_bench.py --files 10000 --rounds 3
+  /work/venv/bin/python bench/bidirectional_bench.py --files 100000 --rounds 2
+  /work/venv/bin/python bench/bidirectional_bench.py --files 10000 --profile out.prof
 
 Workloads (BENCHMARKING.md): `small` = files of 1-64 KiB over files/20
 directories (W1 at 10k), `tiny` = files of 1 KiB over files/100 directories
@@ -15,124 +15,116 @@ Phases, each timed as whole processes (interpreter start included):
 - no-op: round 0's pair again;
 - 1 % changed on each side: a fresh, disjoint 1 % of the files rewritten on
   each side of round 0's pair (the same files and bytes for every tool).
-Tools run interleaved; medians and ratios conduitd / unison are printed per
-phase and in a summary. Every conduitd run must report `verified` with no
-errors, and every unison run must exit 0, or the benchmark stops; at the end
-both tools' pairs must hold equal trees.
 
-unison runs as `unison A B -batch -times -terse` with its archives in a
-directory of the benchmark's own (`UNISON=`), so earlier runs on this machine
-do not matter. It preserves mtimes like conduitd (`-times`); it does not fsync
-what it writes, while conduitd makes every batch durable before its rows.
+Tools:
+- `conduitd`: `conduitd --config X sync NAME --json` with no daemon running
+  (one-shot: it scans both sides itself);
+- `conduitd daemon`: the same command answered by a running daemon
+  (`conduitd --config Y daemon`, its own config, state dir and pairs, started
+  untimed before the phases and ready: its watchers keep the index, so the run
+  walks nothing; its conduits are `manual`). In the 1 % phase the change is
+  made before the settle, so the watcher has indexed it when `sync` is called;
+- `conduitd instant` (1 % phase only; not a `sync` call): an `instant`
+  conduit of the same daemon on a pair of its own; seconds from the end of the
+  change to the end of the daemon's own run that leaves both sides equal (its
+  generation's `completed_at`; no CLI call, no settle between). It has no
+  initial-sync column: an instant conduit syncs by itself when its daemon
+  starts; its no-op would be the daemon's;
+- `unison -batch`: `unison A B -batch -times -terse` with its archives in a
+  directory of the benchmark's own (`UNISON=`), so earlier runs on this
+  machine do not matter. It preserves mtimes like conduitd (`-times`); it does
+  not fsync what it writes, while conduitd makes every batch durable before
+  its rows.
+
+Fairness: before every timed run, untimed, conduitd's bytecode is compiled
+(timed processes run without PYTHONDONTWRITEBYTECODE), `os.sync()` writes
+back what the previous tool left dirty, and the machine settles `--settle`
+seconds. Tools run interleaved, round r starting with tool r mod n. Trees are
+never deleted between timed rounds (fresh pairs). Medians, every sample and
+ratios conduitd / tool are printed per phase and in a summary. Every conduitd
+run must report `verified` with no errors, and every unison run must exit 0,
+or the benchmark stops; at the end every tool's round-0 pair must hold equal
+sides, and the same tree as the others. A last, untimed probe calls the
+daemon's `sync` right after a change (no settle) and reports whether the
+sides were equal when it returned. `--profile` profiles one more 1 % changed
+one-shot run (cProfile, untimed).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _timing import (
+    ENV,
+    Daemon,
+    Hygiene,
+    Reporter,
+    Tool,
+    conduit_config,
+    default_conduitd,
+    interleaved,
+    race_probe,
+    source_revision,
+    timed,
+    timed_conduitd,
+    trees_equal,
+)
 from treegen import small_files_tree, tiny_files_tree
 
-SRC = Path(__file__).resolve().parents[1] / "src"
-Tool = Callable[[str], float]
-SUMMARY: list[tuple[str, float, float, float]] = []  # phase, conduitd, unison, ratio
+INITIAL_NOTES = (
+    (
+        "conduitd daemon: its index of side a was built at daemon start "
+        "(untimed); `sync` copies from it."
+    ),
+    (
+        "no conduitd instant column: an instant conduit syncs by itself when "
+        "its daemon starts, before anyone calls `sync`."
+    ),
+)
+CHANGED_NOTES = (
+    (
+        "conduitd daemon: the change is made before the settle, so the watcher "
+        "has indexed (re-hashed) it before the timed `sync`."
+    ),
+    (
+        "conduitd instant: seconds from the end of the change to the end of the "
+        "daemon's own run (no CLI call; no settle between the change and the run)."
+    ),
+)
 
 
-def conduitd_command(profile: Path | None) -> list[str]:
-    if profile is None:
-        return [sys.executable, "-m", "conduitd"]
-    return [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "conduitd"]
-
-
-def timed(command: list[str], env: dict[str, str] | None = None) -> float:
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    elapsed = time.perf_counter() - start
-    if done.returncode != 0:
-        output = (done.stdout + done.stderr)[-4000:]
-        sys.exit(f"{command[0]} failed (exit {done.returncode}):\n{output}")
-    return elapsed
-
-
-def timed_conduitd(command: list[str]) -> float:
-    """Time one `conduitd sync --json` and insist that it converged."""
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    elapsed = time.perf_counter() - start
-    try:
-        document = json.loads(done.stdout)
-    except json.JSONDecodeError:
-        sys.exit(f"conduitd printed no JSON (exit {done.returncode}):\n{done.stderr}")
-    if (
-        done.returncode != 0
-        or document.get("errors_encountered")
-        or document.get("verification_status") != "verified"
-    ):
-        sys.exit(f"conduitd did not converge (exit {done.returncode}): {document}")
-    return elapsed
-
-
-def write_config(work: Path, label: str, rounds: int) -> Path:
-    config = work / f"conduitd-{label}.toml"
-    lines = ["[daemon]", f'state_dir = "{work}/state-{label}"', 'log_level = "error"']
-    for r in range(rounds):
-        pair = work / f"{label}-conduitd-r{r}"
-        lines += [
-            "",
-            "[[conduit]]",
-            f'name = "{label}-r{r}"',
-            f'source = "{pair}/a"',
-            f'target = "{pair}/b"',
-            'mode = "bidirectional"',
-            'min_free = "1%"',
-            "max_delete_percent = 100",
-        ]
-    config.write_text("\n".join(lines) + "\n")
-    return config
+def conduit(name: str, pair: Path, **extra: str) -> dict[str, object]:
+    return {
+        "name": name,
+        "source": str(pair / "a"),
+        "target": str(pair / "b"),
+        "mode": "bidirectional",
+        "min_free": "1%",
+        "max_delete_percent": 100,
+        **extra,
+    }
 
 
 def prepare_pairs(work: Path, seed_tree: Path, label: str, rounds: int) -> None:
-    """Side `a` a copy of the tree, side `b` empty, per tool and round (untimed)."""
-    for tool in ("conduitd", "unison"):
-        for r in range(rounds):
-            pair = work / f"{label}-{tool}-r{r}"
-            pair.mkdir()
-            subprocess.run(["cp", "-a", str(seed_tree), str(pair / "a")], check=True)
-            (pair / "b").mkdir()
-
-
-def tools(
-    work: Path, label: str, config: Path, profile: Path | None
-) -> dict[str, Tool]:
-    unison_home = work / "unison-home"
-    unison_home.mkdir(exist_ok=True)
-    unison_env = {**os.environ, "UNISON": str(unison_home)}
-    prefix = conduitd_command(profile)
-
-    def conduitd(tag: str) -> float:
-        name = f"{label}-{tag}"
-        return timed_conduitd(
-            [*prefix, "--config", str(config), "sync", name, "--json"]
-        )
-
-    def unison(tag: str) -> float:
-        pair = work / f"{label}-unison-{tag}"
-        command = ["unison", str(pair / "a"), str(pair / "b")]
-        return timed([*command, "-batch", "-times", "-terse"], unison_env)
-
-    return {"conduitd": conduitd, "unison -batch": unison}
+    """Side `a` a copy of the tree, side `b` empty, per tool and round (untimed);
+    the instant conduit gets round 0 only."""
+    pairs = [
+        work / f"{label}-{tool}-r{r}"
+        for tool in ("conduitd", "unison", "daemon")
+        for r in range(rounds)
+    ]
+    for pair in [*pairs, work / f"{label}-instant-r0"]:
+        pair.mkdir()
+        subprocess.run(["cp", "-a", str(seed_tree), str(pair / "a")], check=True)
+        (pair / "b").mkdir()
 
 
 def change_each_side(pair: Path, fraction: float, seed: int) -> int:
@@ -152,58 +144,155 @@ def change_each_side(pair: Path, fraction: float, seed: int) -> int:
     return 2 * count
 
 
-def report(title: str, samples: dict[str, list[float]]) -> None:
-    medians = {name: statistics.median(times) for name, times in samples.items()}
-    base, peer = medians["conduitd"], medians["unison -batch"]
-    print(f"\n## {title}")
-    print("| tool | median s | conduitd / tool |\n| --- | ---: | ---: |")
-    for name, median in medians.items():
-        print(f"| {name} | {median:.3f} | {base / median:.2f}x |")
-    SUMMARY.append((title, base, peer, base / peer))
-    sys.stdout.flush()
+class Bench:
+    """The tools of one tree size, their configs, and the daemon."""
 
+    def __init__(self, work: Path, label: str, args: argparse.Namespace):
+        self.work, self.label, self.args = work, label, args
+        rounds = args.rounds
+        self.config = conduit_config(
+            work / f"conduitd-{label}.toml",
+            work / f"state-{label}",
+            [conduit(f"{label}-r{r}", self.pair("conduitd", r)) for r in range(rounds)],
+        )
+        self.unison_env = {**ENV, "UNISON": str(work / "unison-home")}
+        (work / "unison-home").mkdir(exist_ok=True)
+        self.daemon: Daemon | None = None
+        if not args.no_daemon:
+            conduits = [
+                conduit(f"{label}-d-r{r}", self.pair("daemon", r))
+                for r in range(rounds)
+            ]
+            conduits.append(
+                conduit(f"{label}-instant", self.pair("instant", 0), schedule="instant")
+            )
+            state = work / f"daemon-state-{label}"
+            config = conduit_config(work / f"daemon-{label}.toml", state, conduits)
+            self.daemon = Daemon(
+                args.conduitd, config, state, work / f"daemon-{label}.log"
+            )
+        self.instant_seed = 0
 
-def trees_equal(a: Path, b: Path) -> bool:
-    done = subprocess.run(
-        ["diff", "-r", "-q", "--exclude=.conduitd", str(a), str(b)],
-        capture_output=True,
-        check=False,
-    )
-    return done.returncode == 0
+    def pair(self, tool: str, r: int | str) -> Path:
+        tag = r if isinstance(r, str) else f"r{r}"
+        return self.work / f"{self.label}-{tool}-{tag}"
+
+    def one_shot(self, tag: str, prefix: list[str] | None = None) -> float:
+        name = f"{self.label}-{tag}"
+        command = [self.args.conduitd] if prefix is None else prefix
+        return timed_conduitd(
+            [*command, "--config", str(self.config), "sync", name, "--json"]
+        )[0]
+
+    def unison(self, tag: str) -> float:
+        pair = self.pair("unison", tag)
+        command = ["unison", str(pair / "a"), str(pair / "b")]
+        return timed([*command, "-batch", "-times", "-terse"], self.unison_env)
+
+    def daemon_sync(self, tag: str) -> float:
+        assert self.daemon is not None  # only a tool with a daemon
+        return self.daemon.sync(f"{self.label}-d-{tag}")[0]
+
+    def plan_instant_change(self, _tag: str, r: int) -> None:
+        """Untimed, before the hygiene: the next change's seed (made after it)."""
+        self.instant_seed = 100 + r
+
+    def instant_change(self, _tag: str) -> float:
+        assert self.daemon is not None  # only a tool with a daemon
+        pair = self.pair("instant", 0)
+        return self.daemon.change_to_synced(
+            f"{self.label}-instant",
+            lambda: change_each_side(pair, 0.01, self.instant_seed),
+            lambda: trees_equal(pair / "a", pair / "b"),
+        )
+
+    def change_before(self, tool: str) -> Tool:
+        """`tool`'s re-sync of round 0's pair after a fresh 1 % on each side."""
+        runs = {
+            "conduitd": self.one_shot,
+            "unison": self.unison,
+            "daemon": self.daemon_sync,
+        }
+        name = {"conduitd": "conduitd", "unison": "unison -batch"}.get(
+            tool, "conduitd daemon"
+        )
+        return Tool(
+            name,
+            runs[tool],
+            lambda _tag, r: change_each_side(self.pair(tool, 0), 0.01, 100 + r),
+        )
 
 
 def run(
-    work: Path, seed_tree: Path, rounds: int, label: str, profile: Path | None
-) -> None:
+    work: Path, seed_tree: Path, label: str, args: argparse.Namespace, hygiene: Hygiene
+) -> Reporter:
+    reporter = Reporter()
+    rounds = args.rounds
     prepare_pairs(work, seed_tree, label, rounds)
-    config = write_config(work, label, rounds)
-    runners = tools(work, label, config, None)
-    samples: dict[str, list[float]] = {name: [] for name in runners}
-    for r in range(rounds):
-        for name, tool in runners.items():
-            samples[name].append(tool(f"r{r}"))
-    report(f"{label}: initial sync", samples)
-    samples = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, tool in runners.items():
-            samples[name].append(tool("r0"))
-    report(f"{label}: no-op", samples)
-    samples = {name: [] for name in runners}
-    for r in range(rounds):
-        for name, tool in runners.items():
-            change_each_side(work / f"{label}-{name.split()[0]}-r0", 0.01, 100 + r)
-            samples[name].append(tool("r0"))
-    report(f"{label}: 1% changed on each side", samples)
-    for tool in ("conduitd", "unison"):
-        pair = work / f"{label}-{tool}-r0"
+    bench = Bench(work, label, args)
+    if bench.daemon is not None:
+        bench.daemon.start(instant=[f"{label}-instant"])
+    try:
+        measure(bench, reporter, hygiene)
+    finally:
+        if bench.daemon is not None:
+            bench.daemon.stop()
+    if args.profile is not None:
+        change_each_side(bench.pair("conduitd", 0), 0.01, 999)
+        hygiene()
+        profiler = [hygiene.python, "-m", "cProfile", "-o", str(args.profile)]
+        bench.one_shot("r0", [*profiler, "-m", "conduitd"])
+        print(f"\nprofile of one 1% changed conduitd run: {args.profile}")
+    return reporter
+
+
+def measure(bench: Bench, reporter: Reporter, hygiene: Hygiene) -> None:
+    label, rounds, daemon = bench.label, bench.args.rounds, bench.daemon
+    one_shot = Tool("conduitd", bench.one_shot)
+    unison = Tool("unison -batch", bench.unison)
+    tools = [one_shot, unison]
+    if daemon is not None:
+        tools.insert(1, Tool("conduitd daemon", bench.daemon_sync))
+    notes = () if daemon is None else INITIAL_NOTES
+    samples = interleaved(tools, rounds, lambda r: f"r{r}", hygiene)
+    reporter.phase(f"{label}: initial sync", samples, notes)
+    samples = interleaved(tools, rounds, lambda r: "r0", hygiene)
+    reporter.phase(f"{label}: no-op", samples)
+    changed = [bench.change_before("conduitd"), bench.change_before("unison")]
+    if daemon is not None:
+        changed.insert(1, bench.change_before("daemon"))
+        instant = Tool(
+            "conduitd instant", bench.instant_change, bench.plan_instant_change
+        )
+        changed.append(instant)
+    samples = interleaved(changed, rounds, lambda r: "r0", hygiene)
+    notes = () if daemon is None else CHANGED_NOTES
+    reporter.phase(f"{label}: 1% changed on each side", samples, notes)
+    check_trees(bench)
+    if daemon is not None:
+        pair = bench.pair("daemon", 0)
+        probe = race_probe(
+            daemon,
+            f"{label}-d-r0",
+            lambda i: change_each_side(pair, 0.01, 500 + i),
+            lambda: trees_equal(pair / "a", pair / "b"),
+            rounds,
+            hygiene,
+        )
+        print(f"\n- {probe}")
+
+
+def check_trees(bench: Bench) -> None:
+    """Every tool's round-0 pair has equal sides, and all hold the same tree."""
+    tools = ["conduitd", "unison"]
+    if bench.daemon is not None:
+        tools += ["daemon", "instant"]
+    for tool in tools:
+        pair = bench.pair(tool, 0)
         if not trees_equal(pair / "a", pair / "b"):
             sys.exit(f"{tool}: the two sides of {pair} differ after the runs")
-    if not trees_equal(work / f"{label}-conduitd-r0/a", work / f"{label}-unison-r0/a"):
-        sys.exit("conduitd and unison ended with different trees")
-    if profile is not None:
-        change_each_side(work / f"{label}-conduitd-r0", 0.01, 999)
-        tools(work, label, config, profile)["conduitd"]("r0")
-        print(f"\nprofile of one 1% changed conduitd run: {profile}")
+        if not trees_equal(bench.pair("conduitd", 0) / "a", pair / "a"):
+            sys.exit(f"conduitd and {tool} ended with different trees")
 
 
 def main() -> None:
@@ -212,26 +301,36 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workload", choices=["small", "tiny"], default=None)
     parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument("--conduitd", default=None, help="the console script")
+    parser.add_argument(
+        "--settle", type=float, default=1.5, help="seconds before each timed run"
+    )
+    parser.add_argument(
+        "--no-daemon", action="store_true", help="skip the daemon columns"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the trees")
     args = parser.parse_args()
     if shutil.which("unison") is None:
         sys.exit("unison not found (apt-get install -y unison): nothing to compare")
+    args.conduitd = args.conduitd or default_conduitd()
+    hygiene = Hygiene.for_conduitd(args.conduitd, args.settle)
     workload = args.workload or ("small" if args.files < 20_000 else "tiny")
     work = Path(tempfile.mkdtemp(prefix="conduitd-bidi-bench-"))
-    print(f"work: {work}")
+    print(f"timed conduitd: {args.conduitd} (python {hygiene.python})")
+    print(f"bytecode: compiled in {hygiene.package}; PYTHONDONTWRITEBYTECODE unset")
+    print(f"source: {source_revision()}")
+    print(f"work: {work}; settle {args.settle} s after os.sync() before each run")
     try:
         seed_tree = work / "tree"
         if workload == "small":
             total = small_files_tree(seed_tree, args.files, max(1, args.files // 20))
         else:
             total = tiny_files_tree(seed_tree, args.files, max(1, args.files // 100))
+        hygiene()
         print(f"tree: {args.files} {workload} files, {total / 2**20:.0f} MiB")
         label = f"{args.files // 1000}k"
-        run(work, seed_tree, args.rounds, label, args.profile)
-        print("\n## Summary: conduitd / unison -batch (median whole-process times)")
-        print("| phase | conduitd s | unison s | ratio |\n| --- | ---: | ---: | ---: |")
-        for phase, ours, theirs, ratio in SUMMARY:
-            print(f"| {phase} | {ours:.3f} | {theirs:.3f} | {ratio:.2f}x |")
+        run(work, seed_tree, label, args, hygiene).summary()
+        print(f"\nsource at the end: {source_revision()}")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
