@@ -94,6 +94,7 @@ def run_async(
     # of times over a growing heap, a quarter of a 100k-file no-op sync
     # (bench/bidirectional_bench.py). Collect less often in this short process.
     gc.set_threshold(50_000, 20, 20)
+    _end_import_phase()
     try:
         return anyio.run(main)
     except ConduitdError as error:
@@ -152,6 +153,7 @@ def daemon(ctx: CliContext) -> None:
                 config, run_factory=engine.factory(), conflict_resolver=engine
             )
 
+        _end_import_phase()
         anyio.run(main)
     except ConduitdError as error:
         fail(error, as_json=False)
@@ -754,9 +756,15 @@ def _state_dir(ctx: CliContext) -> Path:
 
 def main() -> None:
     import atexit
+    import gc
 
     from conduitd.logs import keep_rich_out_of_structlog
 
+    # Imports create a few hundred thousand objects that live as long as the
+    # process; collecting every 700 allocations walks them some hundred times
+    # (~12 ms of a one-shot `sync`). Commands that run long (run_async,
+    # daemon) call _end_import_phase; the others are over before it matters.
+    gc.disable()
     keep_rich_out_of_structlog()
     # Registered first, so it runs last at exit.
     atexit.register(_collect_then_freeze)
@@ -764,6 +772,19 @@ def main() -> None:
         cli.main(prog_name="conduitd")
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def _end_import_phase() -> None:
+    """Freeze what the imports made, then turn the collector back on.
+
+    Only in conduitd's own process, where main() turned it off: an in-process
+    caller (tests invoke `cli` directly) keeps its collector as it was.
+    """
+    import gc
+
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _collect_then_freeze() -> None:
