@@ -14,7 +14,8 @@ Phases, each timed as whole processes (interpreter start included):
   round and tool, copied untimed with `cp -a` beforehand);
 - no-op: round 0's pair again;
 - 1 % changed on each side: a fresh, disjoint 1 % of the files rewritten on
-  each side of round 0's pair (the same files and bytes for every tool).
+  each side of round 0's pair (the same files and bytes for every tool; no
+  file is rewritten twice in a run).
 
 Tools:
 - `conduitd`: `conduitd --config X sync NAME --json` with no daemon running
@@ -89,6 +90,7 @@ INITIAL_NOTES = (
         "its daemon starts, before anyone calls `sync`."
     ),
 )
+CHANGE_SEED = 100
 CHANGED_NOTES = (
     (
         "conduitd daemon: the change is made before the settle, so the watcher "
@@ -127,21 +129,29 @@ def prepare_pairs(work: Path, seed_tree: Path, label: str, rounds: int) -> None:
         (pair / "b").mkdir()
 
 
-def change_each_side(pair: Path, fraction: float, seed: int) -> int:
-    """Rewrite a disjoint `fraction` of the files on each side (no conflicts)."""
-    rng = random.Random(seed)
+def change_each_side(pair: Path, fraction: float, turn: int) -> int:
+    """Rewrite a disjoint `fraction` of the files on each side (no conflicts).
+
+    Turn t takes the t-th slice of one fixed shuffle of the files, so no file
+    is rewritten twice in a benchmark: unison's fast check misses a same-size
+    rewrite in place within the second of the mtime its previous run recorded
+    (seen with unison 2.52.1 when turns came about a second apart).
+    """
     files = sorted(
         p.relative_to(pair / "a")
         for p in (pair / "a").rglob("*")
         if p.is_file() and ".conduitd" not in p.parts
     )
     count = max(1, int(len(files) * fraction))
-    chosen = rng.sample(files, 2 * count)
+    random.Random(CHANGE_SEED).shuffle(files)
+    start = turn % max(1, len(files) // (2 * count)) * 2 * count
+    chosen = files[start : start + 2 * count]
+    rng = random.Random(turn)
     for side, picked in (("a", chosen[:count]), ("b", chosen[count:])):
         for rel in picked:
             path = pair / side / rel
             path.write_bytes(rng.randbytes(path.stat().st_size))
-    return 2 * count
+    return len(chosen)
 
 
 class Bench:
@@ -171,7 +181,7 @@ class Bench:
             self.daemon = Daemon(
                 args.conduitd, config, state, work / f"daemon-{label}.log"
             )
-        self.instant_seed = 0
+        self.instant_turn = 0
 
     def pair(self, tool: str, r: int | str) -> Path:
         tag = r if isinstance(r, str) else f"r{r}"
@@ -194,15 +204,15 @@ class Bench:
         return self.daemon.sync(f"{self.label}-d-{tag}")[0]
 
     def plan_instant_change(self, _tag: str, r: int) -> None:
-        """Untimed, before the hygiene: the next change's seed (made after it)."""
-        self.instant_seed = 100 + r
+        """Untimed, before the hygiene: the next change's turn (made after it)."""
+        self.instant_turn = r
 
     def instant_change(self, _tag: str) -> float:
         assert self.daemon is not None  # only a tool with a daemon
         pair = self.pair("instant", 0)
         return self.daemon.change_to_synced(
             f"{self.label}-instant",
-            lambda: change_each_side(pair, 0.01, self.instant_seed),
+            lambda: change_each_side(pair, 0.01, self.instant_turn),
             lambda: trees_equal(pair / "a", pair / "b"),
         )
 
@@ -219,7 +229,7 @@ class Bench:
         return Tool(
             name,
             runs[tool],
-            lambda _tag, r: change_each_side(self.pair(tool, 0), 0.01, 100 + r),
+            lambda _tag, r: change_each_side(self.pair(tool, 0), 0.01, r),
         )
 
 
@@ -238,7 +248,7 @@ def run(
         if bench.daemon is not None:
             bench.daemon.stop()
     if args.profile is not None:
-        change_each_side(bench.pair("conduitd", 0), 0.01, 999)
+        change_each_side(bench.pair("conduitd", 0), 0.01, args.rounds)
         hygiene()
         profiler = [hygiene.python, "-m", "cProfile", "-o", str(args.profile)]
         bench.one_shot("r0", [*profiler, "-m", "conduitd"])
@@ -274,7 +284,7 @@ def measure(bench: Bench, reporter: Reporter, hygiene: Hygiene) -> None:
         probe = race_probe(
             daemon,
             f"{label}-d-r0",
-            lambda i: change_each_side(pair, 0.01, 500 + i),
+            lambda i: change_each_side(pair, 0.01, rounds + i),
             lambda: trees_equal(pair / "a", pair / "b"),
             rounds,
             hygiene,
