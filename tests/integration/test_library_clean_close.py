@@ -56,7 +56,7 @@ async def test_a_change_made_after_the_clean_close_is_checked_and_moved_aside(
     library = await open_library(tmp_path, repair=True)
     await library.close(clean=True)
     db = library.directory / LIBRARY_DB
-    with open(db, "r+b") as handle:  # corrupted while no writer held it
+    with open(db, "r+b") as handle:  # noqa: ASYNC230 - corrupted while no writer held it
         handle.seek(4096)
         handle.write(b"\xff" * 3 * 4096)
 
