@@ -25,7 +25,7 @@ from conduitd.storage.lockfile import LockHeld, StateLock
 from conduitd.storage.reconcile import reconcile_conduits
 from conduitd.storage.transactions import TransactionManager, open_transaction_manager
 from conduitd.sync.preview import preview
-from conduitd.sync.service import FileSyncService
+from conduitd.sync.service import FileSyncService, ReportProgress
 from conduitd.sync.trash_retention import prune_all
 
 
@@ -38,9 +38,14 @@ class Session:
     tm: TransactionManager
     indexer: Indexer
 
-    def service(self) -> FileSyncService:
+    def service(self, report_progress: ReportProgress | None = None) -> FileSyncService:
         return FileSyncService(
-            self.library, self.tm, self.indexer, self.config, one_shot=True
+            self.library,
+            self.tm,
+            self.indexer,
+            self.config,
+            one_shot=True,
+            report_progress=report_progress,
         )
 
 
@@ -90,11 +95,22 @@ def _clean_tmp(root: Any) -> None:
         pass  # a missing or unreadable root is refused later, by the run
 
 
-async def sync_once(config: Config, name: str, *, force: bool) -> dict[str, Any]:
-    """`conduitd sync NAME` without a daemon; returns the generation document."""
+async def sync_once(
+    config: Config,
+    name: str,
+    *,
+    force: bool,
+    report_progress: ReportProgress | None = None,
+) -> dict[str, Any]:
+    """`conduitd sync NAME` without a daemon; returns the generation document.
+
+    Args:
+        report_progress: told of each batch of finished jobs, on the event
+            loop's thread (`sync --progress` draws its bar from it).
+    """
     conduit = config.conduit(name)
     async with writer_session(config) as session:
-        service = session.service()
+        service = session.service(report_progress)
 
         def document(found: GenerationRecord | None) -> dict[str, Any] | None:
             return generation_document(name, found) if found else None
