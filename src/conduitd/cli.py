@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
@@ -17,6 +18,7 @@ from conduitd.errors import ConduitdError
 
 if TYPE_CHECKING:
     from conduitd.config import Config
+    from conduitd.progress_bar import SyncProgressBar
 
 T = TypeVar("T")
 
@@ -223,30 +225,76 @@ def sync(
     Through the running daemon when there is one (it waits for the generation);
     otherwise in this process, holding the state dir's lock (exit 3 "busy" when
     another process holds it). Exit 1 when paths failed or verification did.
+    With --progress, a bar on stderr shows files, bytes, rate and time.
     """
-    if not dry_run:
+    if dry_run:
+        _print_plan(_plan(ctx, name, force=force, as_json=as_json), as_json=as_json)
+        return
+    # The bar starts before run_async configures logging: on a terminal, the
+    # logger then writes through the bar's stderr proxy, above the bar.
+    with _progress_bar(name, enabled=progress) as bar:
         document = _ask_daemon_first(
-            ctx, "sync", {"name": name, "force": force}, as_json=as_json, timeout_s=None
+            ctx,
+            "sync",
+            {"name": name, "force": force},
+            as_json=as_json,
+            timeout_s=None,
+            on_event=None if bar is None else bar.on_event,
         )
-        if document is not None:
-            _print_generation(document, as_json=as_json)
-            return
+        if document is None:
+            document = _sync_here(ctx, name, force=force, as_json=as_json, bar=bar)
+        if bar is not None:
+            assert isinstance(document, dict)  # a generation object
+            bar.finish(document)
+    _print_generation(document, as_json=as_json)
+
+
+def _plan(
+    ctx: CliContext, name: str, *, force: bool, as_json: bool
+) -> dict[str, object]:
+    """`sync --dry-run`, always in this process: it writes nothing anywhere."""
     try:
         config = ctx.load_config()
     except ConduitdError as error:
         fail(error, as_json=as_json)
     from conduitd.oneshot import dry_run as plan_run
+
+    return run_async(lambda: plan_run(config, name, force=force), as_json=as_json)
+
+
+def _sync_here(
+    ctx: CliContext,
+    name: str,
+    *,
+    force: bool,
+    as_json: bool,
+    bar: SyncProgressBar | None,
+) -> dict[str, object]:
+    """The run in this process, when no daemon answered."""
+    try:
+        config = ctx.load_config()
+    except ConduitdError as error:
+        fail(error, as_json=as_json)
     from conduitd.oneshot import sync_once
 
-    if dry_run:
-        plan = run_async(lambda: plan_run(config, name, force=force), as_json=as_json)
-        _print_plan(plan, as_json=as_json)
-        return
-    level = "warning" if as_json or not progress else "error"
-    result = run_async(
-        lambda: sync_once(config, name, force=force), as_json=as_json, log_level=level
+    report = None if bar is None else bar.on_run
+    level = "warning" if as_json or bar is None else "error"
+    return run_async(
+        lambda: sync_once(config, name, force=force, report_progress=report),
+        as_json=as_json,
+        log_level=level,
     )
-    _print_generation(result, as_json=as_json)
+
+
+def _progress_bar(
+    name: str, *, enabled: bool
+) -> AbstractContextManager[SyncProgressBar | None]:
+    """`--progress`: a bar on stderr; rich is imported only then."""
+    if not enabled:
+        return nullcontext()
+    from conduitd.progress_bar import SyncProgressBar
+
+    return SyncProgressBar(name)
 
 
 def _print_generation(document: object, *, as_json: bool) -> None:
