@@ -15,6 +15,7 @@ from typing import Final
 import anyio
 
 from conduitd.index.scanner import ChangeSet
+from conduitd.storage.agreement import bump_index_version
 from conduitd.storage.database import Database
 from conduitd.storage.entries import (
     EntryValues,
@@ -210,4 +211,6 @@ async def _apply_batch(
     counts = WriteCounts(
         added=batch.added, updated=len(batch.upserts) - batch.added, removed=removed
     )
+    if batch.upserts or deleted:
+        await bump_index_version(tx, location_id)
     return counts, deleted

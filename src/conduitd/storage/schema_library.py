@@ -202,9 +202,32 @@ CREATE INDEX idx_entry_directories ON entry(location_id, relative_path)
     WHERE kind = 1;
 """
 
+# One-shot runs (issue 5 bench): a location's index version moves with every
+# batch of entry writes; a conduit's agreement records the versions at which
+# verification found both sides agreeing. A one-shot run whose fresh scans
+# left both versions there has nothing to compare (see sync/agreement.py).
+INDEX_AGREEMENT: Final = """
+CREATE TABLE index_version (
+    location_id INTEGER PRIMARY KEY,
+    version INTEGER NOT NULL,
+    FOREIGN KEY (location_id) REFERENCES location(id) ON DELETE CASCADE
+);
+CREATE TABLE conduit_agreement (
+    conduit_id INTEGER PRIMARY KEY,
+    source_location_id INTEGER NOT NULL,
+    source_version INTEGER NOT NULL,
+    target_location_id INTEGER NOT NULL,
+    target_version INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    FOREIGN KEY (conduit_id) REFERENCES sync_conduit(id) ON DELETE CASCADE
+);
+"""
+
 LIBRARY_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "initial library schema", INITIAL),
     Migration(201, "location marker flag", LOCATION_MARKER_FLAG),
     Migration(202, "entry listing digest", ENTRY_LISTING_DIGEST),
     Migration(203, "index of directory entries", ENTRY_DIRECTORY_INDEX),
+    Migration(204, "index versions and conduit agreements", INDEX_AGREEMENT),
 )

@@ -1,0 +1,114 @@
+"""One-shot runs skip the SQL comparison only when neither index moved since
+the conduit's last verified convergence under the same rules (storage/
+agreement.py): every way of moving past that point makes them compare again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conduitd.sync import service as service_module
+from helpers.mirror import Mirror, listing, make_mirror, query, sync_api, write
+
+
+@pytest.fixture
+def compared(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per SQL comparison a run makes (the number of paths found)."""
+    calls: list[int] = []
+    real = service_module.differing_paths
+
+    async def spy(*args: Any, **kwargs: Any) -> list[bytes]:
+        found = await real(*args, **kwargs)
+        calls.append(len(found))
+        return found
+
+    monkeypatch.setattr(service_module, "differing_paths", spy)
+    return calls
+
+
+def agreements(m: Mirror) -> list[Any]:
+    return query(m.state_dir, "SELECT generation FROM conduit_agreement")
+
+
+def seed(m: Mirror) -> None:
+    for i in range(10):
+        write(m.source / "d" / f"f{i}.txt", f"file {i}".encode())
+
+
+@pytest.mark.parametrize("mode", ["mirror", "bidirectional"])
+async def test_an_unchanged_pair_is_not_compared_again(
+    tmp_path: Path, compared: list[int], mode: str
+) -> None:
+    m = make_mirror(tmp_path, mode=mode)
+    seed(m)
+    await sync_api(m)  # a two-way first sync is a union: it records nothing
+    await sync_api(m)
+    compared.clear()
+
+    again = await sync_api(m)
+
+    assert again.verification_status == "verified"
+    assert compared == []
+    assert listing(m.target) == listing(m.source)
+    assert [row["generation"] for row in agreements(m)] == [3]
+
+
+@pytest.mark.parametrize("mode", ["mirror", "bidirectional"])
+async def test_a_change_on_either_side_is_compared_and_synced(
+    tmp_path: Path, compared: list[int], mode: str
+) -> None:
+    m = make_mirror(tmp_path, mode=mode)
+    seed(m)
+    await sync_api(m)
+    await sync_api(m)
+    compared.clear()
+    write(m.target / "d" / "f3.txt", b"edited on the target")
+    os.utime(m.target / "d" / "f3.txt", ns=(4_000_000_000_000_000_000,) * 2)
+
+    await sync_api(m)
+
+    assert compared == [1]
+    assert listing(m.target) == listing(m.source)
+    expected = b"edited on the target" if mode == "bidirectional" else b"file 3"
+    assert (m.source / "d" / "f3.txt").read_bytes() == expected
+
+
+async def test_new_rules_are_compared_again(
+    tmp_path: Path, compared: list[int]
+) -> None:
+    m = make_mirror(tmp_path, ignore=["*.log"])
+    seed(m)
+    write(m.source / "keep.log", b"ignored at first")
+    await sync_api(m)
+    await sync_api(m)
+    compared.clear()
+    m.rewrite()  # no ignore rules any more: the same indexes mean other work
+
+    await sync_api(m)
+
+    assert compared != []
+    assert (m.target / "keep.log").read_bytes() == b"ignored at first"
+
+
+async def test_a_run_that_did_not_converge_leaves_no_agreement(
+    tmp_path: Path, compared: list[int]
+) -> None:
+    m = make_mirror(tmp_path, mode="bidirectional", conflict="prompt_user")
+    seed(m)
+    await sync_api(m)
+    write(m.source / "d" / "f1.txt", b"source side")
+    write(m.target / "d" / "f1.txt", b"target side, longer")
+
+    pending = await sync_api(m)
+    assert pending.counts.conflicts_pending == 1
+    assert agreements(m) == []
+    compared.clear()
+
+    await sync_api(m)  # the conflict still waits: compared every time
+
+    assert compared != []
+    assert agreements(m) == []
