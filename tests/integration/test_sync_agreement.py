@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from conduitd.jobs.copy import TempFile, copy_to_temp
+from conduitd.jobs.runner import TransferRunner
 from conduitd.sync import service as service_module
 from helpers.mirror import Mirror, listing, make_mirror, query, sync_api, write
 
@@ -112,3 +114,36 @@ async def test_a_run_that_did_not_converge_leaves_no_agreement(
 
     assert compared != []
     assert agreements(m) == []
+
+
+async def test_an_edit_seen_only_by_verification_is_not_taken_as_agreed(
+    tmp_path: Path, compared: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verification after a run touching many paths rescans both trees whole
+    and judges only the touched paths; an untouched file edited meanwhile is
+    in the index by then, so the agreement must not vouch for it."""
+    monkeypatch.setattr(service_module, "VERIFY_PATHS_MAX", 1)  # whole rescans
+    m = make_mirror(tmp_path)
+    seed(m)
+    await sync_api(m)
+    await sync_api(m)
+    write(m.source / "d" / "f0.txt", b"changed before the run")
+    write(m.source / "d" / "new.txt", b"new before the run")
+    edited = m.source / "d" / "f9.txt"
+
+    def copier(*args: Any, **kwargs: Any) -> TempFile:
+        temp = copy_to_temp(*args, **kwargs)
+        if edited.read_bytes() == b"file 9":  # the user, while the run copies
+            write(edited, b"edited during the run, by the user")
+        return temp
+
+    generation = await sync_api(m, runner=TransferRunner(copier=copier))
+    assert generation.verification_status == "verified"  # f9 was not touched
+    assert agreements(m) == []
+    compared.clear()
+
+    await sync_api(m)
+
+    assert compared != []
+    assert (m.target / "d" / "f9.txt").read_bytes() == edited.read_bytes()
+    assert listing(m.target) == listing(m.source)

@@ -60,7 +60,7 @@ from conduitd.storage.conflicts import (
     ConflictSide,
     ConflictStatus,
 )
-from conduitd.storage.entries import load_entry_map, load_entry_subset
+from conduitd.storage.entries import load_entry_map, load_entry_subset, parent_path
 from conduitd.storage.library import Library
 from conduitd.storage.models import EntryKind, EntryRow
 from conduitd.storage.transactions import LoggedTransaction, TransactionManager
@@ -454,6 +454,8 @@ class FileSyncService:
                 pending,
                 union,
                 log,
+                # Fresh scans of both whole trees came before this plan.
+                whole=self.one_shot,
             )
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -717,7 +719,15 @@ class FileSyncService:
         log: structlog.typing.FilteringBoundLogger,
         *,
         on_complete: OnComplete | None = None,
+        whole: bool = False,
     ) -> GenerationRecord:
+        """Run, count, verify and complete a generation.
+
+        Args:
+            whole: the operations were planned from fresh scans of both whole
+                trees (a one-shot `_sync`): only then may a verified result be
+                recorded as the conduit's agreement.
+        """
         started = time.perf_counter()
         await self._record_pending(record, generation, pending)
         touched = touched_paths(operations)
@@ -758,7 +768,7 @@ class FileSyncService:
                     tx, generation.id, counts
                 )
             status, agreed = await self._verify(
-                conduit, record, generation, endpoints, touched, union
+                conduit, record, generation, endpoints, touched, union, whole=whole
             )
         error = (
             None
@@ -917,6 +927,8 @@ class FileSyncService:
         endpoints: Endpoints,
         touched: set[bytes],
         union: bool,
+        *,
+        whole: bool = False,
     ) -> tuple[Verification, Agreement | None]:
         """Trust Watcher: barrier both sides, flush the log, re-resolve.
 
@@ -950,8 +962,9 @@ class FileSyncService:
         agreed = await current_agreement(
             self.library.db, endpoints.source.id, endpoints.target.id
         )
-        check = await self._still_differing(conduit, endpoints, paths, scope)
-        load = scope if check is None else check
+        differing = await self._still_differing(conduit, endpoints, scope)
+        check = None if differing is None else sorted(set(differing) & touched)
+        load = scope if scope is not None else differing
         fresh = await self._snapshot(record, endpoints, load)
         again, _ = self._resolve(
             conduit, fresh, endpoints, paths=paths if check is None else check
@@ -974,17 +987,50 @@ class FileSyncService:
                 updates=again.count_updates(),
                 deletes=again.count_files_deleted(),
             )
-        return await self._advance(generation, state, step), agreed
+        settled = whole and self._settled(conduit, fresh, endpoints, scope, differing)
+        return await self._advance(generation, state, step), (
+            agreed if settled else None
+        )
+
+    def _settled(
+        self,
+        conduit: ConduitConfig,
+        fresh: Snapshot,
+        endpoints: Endpoints,
+        scope: list[bytes] | None,
+        differing: list[bytes] | None,
+    ) -> bool:
+        """True when a run at the verified state would do nothing at all, a
+        conflict waiting for the user included: then it may be recorded as
+        the conduit's agreement.
+
+        Only a one-shot run planned from fresh scans of both whole trees
+        (the caller checks) knows every path it did not touch, and while it
+        holds the lock only its own verification writes the index: the
+        touched paths and their parents (`scope`), or the whole trees again,
+        whose differences (`differing`) are all resolved here. A daemon's
+        watchers write any path at any time: it records nothing.
+        """
+        if not self.one_shot:
+            return False
+        if scope is not None:
+            # b"" (the root) would mean every path to the resolver.
+            paths = sorted({*scope, *(parent_path(p) for p in scope)} - {b""})
+        elif differing is not None:
+            paths = differing
+        else:
+            return False
+        everything, _ = self._resolve(conduit, fresh, endpoints, paths=paths)
+        return everything.is_empty(count_conflicts=True) and not everything.held
 
     async def _still_differing(
         self,
         conduit: ConduitConfig,
         endpoints: Endpoints,
-        touched: list[bytes],
         scope: list[bytes] | None,
     ) -> list[bytes] | None:
-        """The touched paths verification must resolve again, when fewer
-        than all of them (None: every touched path, from `scope`).
+        """Every path where the two fresh indexes differ, when verification
+        rescanned both whole and may compare them in bulk (else None).
 
         After a one-shot run that touched many paths both indexes were just
         rescanned whole: as before the run, SQL finds the paths where the
@@ -1003,8 +1049,7 @@ class FileSyncService:
         )
         if len(differing) > DIFFERING_PATHS_MAX:
             return None
-        wanted = set(touched)
-        return [p for p in differing if p in wanted]
+        return differing
 
     async def _advance(
         self, generation: GenerationRecord, state: Verification, step: Step
