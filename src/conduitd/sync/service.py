@@ -397,18 +397,25 @@ class FileSyncService:
             # The root itself changed: the resolver reads b"" as "everything",
             # so the whole trees must be loaded, not a subset of them.
             dirty = None
-        if dirty is None and self.one_shot and _bulk_comparable(conduit, endpoints):
+        comparable = _bulk_comparable(conduit, endpoints)
+        if dirty is None and self.one_shot and comparable:
             # Both indexes are fresh: compare them in SQL and resolve only the
-            # paths that differ, as the daemon resolves its dirty paths. Past
-            # a point one query per path costs more than the whole trees, and
-            # a folding root checks new names against every name it holds.
-            differing = await self._differing(conduit, record, endpoints)
-            if is_two_way(conduit):  # open conflicts are kept current (pending.py)
-                rows = await self.conflict_rows.list(record.id, ConflictStatus.PENDING)
-                differing += [c.relative_path for c in rows]
-            folding = any(t.folds_names for t in self._traits(endpoints))
-            small = len(differing) <= DIFFERING_PATHS_MAX and not folding
-            dirty = differing if small else None
+            # paths that differ, as the daemon resolves its dirty paths.
+            dirty = await self._bulk_dirty(conduit, record, endpoints, ())
+        elif dirty is not None and explicit and not self.one_shot and comparable:
+            # `conduitd sync` right after a change: the watchers may not have
+            # told this run yet (bench: the call returned with nothing done).
+            # Once both watchers have caught up the index holds every change
+            # made before the call; what differs is found in SQL.
+            try:
+                async with anyio.create_task_group() as tg:
+                    for location in (endpoints.source, endpoints.target):
+                        tg.start_soon(self.indexer.barrier, location.id)
+            except Exception:
+                log.exception("barrier_failed_resolving_whole_trees")
+                dirty = None
+            else:
+                dirty = await self._bulk_dirty(conduit, record, endpoints, dirty)
         snapshot = await self._snapshot(record, endpoints, dirty)
         operations, union = self._resolve(conduit, snapshot, endpoints, paths=dirty)
         refused = None
@@ -468,6 +475,27 @@ class FileSyncService:
             )
             return retried or result
         return result
+
+    async def _bulk_dirty(
+        self,
+        conduit: ConduitConfig,
+        record: ConduitRecord,
+        endpoints: Endpoints,
+        dirty: Collection[bytes],
+    ) -> list[bytes] | None:
+        """`dirty` plus every path where the indexes differ (None: the whole
+        trees). Past a point one query per path costs more than the whole
+        trees, and a folding root checks new names against every name it
+        holds."""
+        differing = await self._differing(conduit, record, endpoints)
+        if is_two_way(conduit):  # open conflicts are kept current (pending.py)
+            rows = await self.conflict_rows.list(record.id, ConflictStatus.PENDING)
+            differing += [c.relative_path for c in rows]
+        paths = sorted({*dirty, *differing})
+        folding = any(t.folds_names for t in self._traits(endpoints))
+        if folding or len(paths) > DIFFERING_PATHS_MAX:
+            return None
+        return paths
 
     async def _differing(
         self, conduit: ConduitConfig, record: ConduitRecord, endpoints: Endpoints
