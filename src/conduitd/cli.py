@@ -101,6 +101,9 @@ def run_async(
         return anyio.run(main)
     except ConduitdError as error:
         fail(error, as_json=as_json)
+    except KeyboardInterrupt:
+        # click would print "Aborted!" and exit 1, the code of failed paths.
+        sys.exit(130)
 
 
 def print_json(document: object) -> None:
