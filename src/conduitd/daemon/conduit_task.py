@@ -80,6 +80,8 @@ class ConduitTask:
         backoff_initial_s, backoff_max_s: retry delay after a failed run,
             doubling per consecutive failure, capped.
         dirty_limit: changed paths per side kept before 'everything changed'.
+        catch_up: awaited before an explicit run takes its dirty paths;
+            returns once the watchers have reported every earlier change.
     """
 
     def __init__(
@@ -92,8 +94,10 @@ class ConduitTask:
         backoff_initial_s: float = DEFAULT_BACKOFF_INITIAL_S,
         backoff_max_s: float = DEFAULT_BACKOFF_MAX_S,
         dirty_limit: int = DEFAULT_DIRTY_LIMIT,
+        catch_up: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
+        self._catch_up = catch_up
         self.expected_writes = ExpectedWrites()
         self._run = run
         self._paused = paused
@@ -295,6 +299,8 @@ class ConduitTask:
             await wake.receive()
             if self._retry_at is not None and not self._explicit_pending():
                 await self._wait_for_retry()
+            if self._explicit_pending():
+                await self._catch_up_with_watchers()
             batch = self._take_batch(wake)
             if batch is not None:
                 await self._execute(batch)
@@ -314,6 +320,18 @@ class ConduitTask:
             self._changed = anyio.Event()
             self._burst_started_at = None
             self.request(RunReason.CHANGES)
+
+    async def _catch_up_with_watchers(self) -> None:
+        """Before an explicit run takes its dirty paths: let the watchers
+        report every change made before the request (a `sync` right after a
+        save came back `verified` with the save not synced)."""
+        if self._catch_up is None:
+            return
+        try:
+            await self._catch_up()
+        except Exception:  # noqa: BLE001 - whatever failed, lose no change
+            self._log.exception("catch_up_failed")
+            self._dirty.mark_everything()
 
     def _explicit_pending(self) -> bool:
         return any(reason.explicit for reason in self._reasons)

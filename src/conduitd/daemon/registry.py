@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +41,7 @@ class ConduitRegistry:
 
     Args:
         indexer: the indexer once its watchers run (None without them).
+        catch_up: `WatchService.catch_up` (see `ConduitTask`).
         stop_timeout_s: how long `stop` waits for a task's cleanup.
         config_path: named in the sandbox notes' regenerate-the-unit command.
     """
@@ -54,11 +55,13 @@ class ConduitRegistry:
         indexer: Callable[[], Indexer | None],
         stop_timeout_s: float,
         config_path: Path,
+        catch_up: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self._library = library
         self._tm = transactions
         self._run_factory = run_factory
         self._indexer = indexer
+        self._catch_up = catch_up
         self.stop_timeout_s = stop_timeout_s
         self.config_path = config_path
         self._conduits: dict[str, _Conduit] = {}
@@ -117,11 +120,18 @@ class ConduitRegistry:
         async def run(request: RunRequest) -> object:
             return await runs[0](request)
 
+        catch_up = self._catch_up
+
+        async def caught_up() -> None:
+            if catch_up is not None:
+                await catch_up(name)
+
         task = ConduitTask(
             TaskSettings.from_config(conduit),
             run,
             paused=paused,
             record_error=lambda error: self._record_error(name, error),
+            catch_up=caught_up,
         )
         entry = _Conduit(conduit, task)
         context = ConduitContext(

@@ -183,6 +183,7 @@ class Supervisor:
             indexer=lambda: self.watching.indexer if self.watching else None,
             stop_timeout_s=self.config.daemon.shutdown_timeout_s,
             config_path=self.config.path,
+            catch_up=self._catch_up,
         )
         async with anyio.create_task_group() as root:
             self._root = root
@@ -204,6 +205,10 @@ class Supervisor:
             await self._stop_requested.wait()
             await self._shut_down(services)
             root.cancel_scope.cancel()
+
+    async def _catch_up(self, name: str) -> None:
+        if self.watching is not None:
+            await self.watching.catch_up(name)
 
     async def _recover(self, tm: TransactionManager) -> None:
         assert self.library is not None  # opened by run()

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from conduitd.daemon.dirty import Side
+from conduitd.index.feed import ChangeFeed
 from conduitd.index.indexer import Indexer
 from conduitd.storage.locations import LocationRecord, list_locations
 
@@ -33,6 +35,7 @@ class WatchService:
         self._library = library
         self._sink = sink
         self._routes: dict[int, list[tuple[str, Side]]] = {}
+        self._feed: ChangeFeed | None = None
         self.indexer: Indexer | None = None
 
     async def run(
@@ -48,11 +51,37 @@ class WatchService:
         )
         locations = await self._plan(config)
         with self.indexer.subscribe() as feed:
+            self._feed = feed
             async with anyio.create_task_group() as tg:
                 await tg.start(self.indexer.run_watchers, locations)
                 task_status.started()
                 async for change in feed:
                     self.route(change.location_id, change.paths)
+
+    async def catch_up(self, name: str) -> None:
+        """Return once every change made to `name`'s roots before the call has
+        been routed to it (`conduitd sync` right after a save must see it).
+
+        Each root's barrier returns once its watcher has written the changes
+        to the index, and the index publishes to the feed before it releases
+        the barrier; the feed is then drained. Taking a change off the feed
+        and routing it happen in one step of the loop below (no await
+        between), so an empty feed means all of it was routed.
+        """
+        indexer, feed = self.indexer, self._feed
+        if indexer is None:
+            return
+        mine = [
+            location_id
+            for location_id, routes in self._routes.items()
+            if any(routed == name for routed, _ in routes)
+        ]
+        async with anyio.create_task_group() as tg:
+            for location_id in mine:
+                tg.start_soon(indexer.barrier, location_id)
+        # A few turns of the loop at most: the consumer is ready to run.
+        while feed is not None and feed.pending():
+            await anyio.lowlevel.checkpoint()
 
     def route(self, location_id: int, paths: Iterable[bytes]) -> None:
         changed = tuple(paths)

@@ -402,20 +402,6 @@ class FileSyncService:
             # Both indexes are fresh: compare them in SQL and resolve only the
             # paths that differ, as the daemon resolves its dirty paths.
             dirty = await self._bulk_dirty(conduit, record, endpoints, ())
-        elif dirty is not None and explicit and not self.one_shot and comparable:
-            # `conduitd sync` right after a change: the watchers may not have
-            # told this run yet (bench: the call returned with nothing done).
-            # Once both watchers have caught up the index holds every change
-            # made before the call; what differs is found in SQL.
-            try:
-                async with anyio.create_task_group() as tg:
-                    for location in (endpoints.source, endpoints.target):
-                        tg.start_soon(self.indexer.barrier, location.id)
-            except Exception:
-                log.exception("barrier_failed_resolving_whole_trees")
-                dirty = None
-            else:
-                dirty = await self._bulk_dirty(conduit, record, endpoints, dirty)
         snapshot = await self._snapshot(record, endpoints, dirty)
         operations, union = self._resolve(conduit, snapshot, endpoints, paths=dirty)
         refused = None
