@@ -40,6 +40,29 @@ def run_cli(
     )
 
 
+def run_cli_recording_modules(
+    args: Sequence[str], record: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run `conduitd ARGS` through `cli.main()`; also return every module the
+    process had imported when it exited (written to `record` at exit)."""
+    script = (
+        "import atexit, json, sys\n"
+        f"atexit.register(lambda: open({str(record)!r}, 'w')"
+        ".write(json.dumps(sorted(sys.modules))))\n"
+        "from conduitd.cli import main\n"
+        "main()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=conduitd_env(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return result, set(json.loads(record.read_text()))
+
+
 def run_json(*args: str | os.PathLike[str], config: Path | None = None) -> Any:
     result = run_cli(*args, "--json", config=config)
     return json.loads(result.stdout)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from conduitd import __version__
-from helpers.cli import conduitd_env, run_cli, write_config
+from helpers.cli import run_cli, run_cli_recording_modules, write_config
 
 # Benchmarks time a one-shot `sync` as a whole process, next to cp and rsync,
 # so its imports count: these are never needed on that path.
@@ -115,25 +113,9 @@ def test_completion_script_is_generated_for_each_shell(shell: str) -> None:
 def test_one_shot_sync_does_not_import_what_it_does_not_need(
     config: Path, tmp_path: Path, flags: tuple[str, ...]
 ) -> None:
-    loaded = tmp_path / "modules.json"
-    script = (
-        "import atexit, json, sys\n"
-        f"atexit.register(lambda: open({str(loaded)!r}, 'w')"
-        ".write(json.dumps(sorted(sys.modules))))\n"
-        "from conduitd.cli import main\n"
-        "main()\n"
-    )
     args = ["--config", str(config), "sync", "photos", "--json", *flags]
-    result = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        env=conduitd_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result, modules = run_cli_recording_modules(args, tmp_path / "modules.json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["conduit"] == "photos"
-    modules = set(json.loads(loaded.read_text()))
     assert "structlog" in modules  # the check itself ran on the right path
     assert {m.partition(".")[0] for m in modules} & set(NOT_IMPORTED_BY_SYNC) == set()

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from conduitd.errors import SafetyRefusal
-from conduitd.jobs.copy import TempFile, copy_to_temp
 from conduitd.jobs.runner import TransferRunner
 from helpers.mirror import (
     Mirror,
@@ -31,6 +30,7 @@ from helpers.mirror import (
     tmp_entries,
     write,
 )
+from helpers.seams import SeamCopier
 
 
 @pytest.fixture
@@ -43,31 +43,6 @@ def twoway(tmp_path: Path) -> Mirror:
     return make_mirror(
         tmp_path, create_target=True, mode="bidirectional", conflict="prompt_user"
     )
-
-
-class Seam:
-    """`copy_to_temp` with a hook once mid-copy (`during`) and once after it."""
-
-    def __init__(self, during: Any = None, after: Any = None) -> None:
-        self.during, self.after = during, after
-
-    def __call__(self, src: Any, rel: bytes, *args: Any, **kwargs: Any) -> TempFile:
-        if self.during is not None:
-            inner, fired = kwargs.get("checkpoint"), False
-
-            def checkpoint() -> None:
-                nonlocal fired
-                if not fired:
-                    fired = True
-                    self.during(rel)
-                if inner is not None:
-                    inner()
-
-            kwargs["checkpoint"] = checkpoint
-        temp = copy_to_temp(src, rel, *args, **kwargs)
-        if self.after is not None:
-            self.after(rel)
-        return temp
 
 
 def no_partial_files(*roots: Path) -> None:
@@ -139,7 +114,7 @@ async def test_source_emptied_mid_run_loses_nothing(mirror: Mirror) -> None:
             if path.is_file() and not path.is_symlink():
                 path.unlink()
 
-    runner = TransferRunner(copier=Seam(during=empty_the_source))
+    runner = TransferRunner(copier=SeamCopier(during=empty_the_source))
     with contextlib.suppress(SafetyRefusal):  # the retry sees an empty source
         await sync_api(mirror, runner=runner)
     survivors = {p: v[3] for p, v in listing(mirror.target).items()}
@@ -174,7 +149,9 @@ async def test_source_changed_during_copy_is_skipped_never_half_written(
             write(mirror.tmp / "new.bin", b"C" * 10)
             os.replace(mirror.tmp / "new.bin", busy)
 
-    generation = await sync_api(mirror, runner=TransferRunner(copier=Seam(during)))
+    generation = await sync_api(
+        mirror, runner=TransferRunner(copier=SeamCopier(during=during))
+    )
 
     first = generation_rows(mirror.state_dir)[0]
     if change == "modified":  # the hash of what landed differs: dropped
@@ -200,7 +177,9 @@ async def test_target_changed_between_plan_and_rename_is_skipped_then_conflicts(
         if rel == b"doc.txt" and target_doc.read_bytes() == b"base":
             write(target_doc, b"target edit, made while the copy ran")
 
-    generation = await sync_api(twoway, runner=TransferRunner(copier=Seam(None, after)))
+    generation = await sync_api(
+        twoway, runner=TransferRunner(copier=SeamCopier(after=after))
+    )
 
     assert generation.counts.files_skipped == 1  # never overwritten
     assert target_doc.read_bytes() == b"target edit, made while the copy ran"

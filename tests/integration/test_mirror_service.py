@@ -17,7 +17,6 @@ from typing import Any
 import blake3
 import pytest
 
-from conduitd.jobs.copy import TempFile, copy_to_temp
 from conduitd.jobs.runner import TransferRunner
 from helpers.mirror import (
     Mirror,
@@ -30,6 +29,8 @@ from helpers.mirror import (
     trash_rows,
     write,
 )
+from helpers.seams import SeamCopier
+from helpers.trees import tree_digest
 
 NS = 1_600_000_000_123_456_789  # an mtime with every nanosecond digit set
 
@@ -54,52 +55,6 @@ def counts(generation: Any) -> dict[str, int]:
 def assert_converged(m: Mirror) -> None:
     assert listing(m.target) == listing(m.source)
     assert tmp_entries(m.target) == []
-
-
-class SeamCopier:
-    """`copy_to_temp` with hooks (run in the copy's worker thread).
-
-    `before(rel)` runs before a copy, `during(rel)` once between two chunks
-    of it, `after(rel)` once the temp file is complete.
-    """
-
-    def __init__(self, before: Any = None, after: Any = None, during: Any = None):
-        self.before, self.after, self.during = before, after, during
-
-    def __call__(self, src: Any, rel: bytes, *args: Any, **kwargs: Any) -> TempFile:
-        if self.before is not None:
-            self.before(rel)
-        if self.during is not None:
-            inner, fired = kwargs.get("checkpoint"), False
-
-            def checkpoint() -> None:
-                nonlocal fired
-                if not fired:
-                    fired = True
-                    self.during(rel)
-                if inner is not None:
-                    inner()
-
-            kwargs["checkpoint"] = checkpoint
-        temp = copy_to_temp(src, rel, *args, **kwargs)
-        if self.after is not None:
-            self.after(rel)
-        return temp
-
-
-def digest(root: Path) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            st = os.lstat(path)
-            body: Any = None
-            if stat.S_ISREG(st.st_mode):
-                body = blake3.blake3(path.read_bytes()).hexdigest()
-            elif stat.S_ISLNK(st.st_mode):
-                body = os.readlink(path)
-            seen[str(path.relative_to(root))] = (st.st_mode, st.st_mtime_ns, body)
-    return seen
 
 
 # ------------------------------------------------------------ basic changes
@@ -241,7 +196,7 @@ async def test_mirror_replaces_a_symlink_by_a_file_without_writing_through_it(
     outside = tmp_path / "outside"
     write(outside / "victim.txt", b"must stay")
     write(outside / "sub" / "f", b"outside f")
-    before = digest(outside)
+    before = tree_digest(outside)
     (mirror.source / "victim.txt").symlink_to(outside / "victim.txt")
     await sync_api_run(mirror)
     assert os.readlink(mirror.target / "victim.txt") == str(outside / "victim.txt")
@@ -254,7 +209,7 @@ async def test_mirror_replaces_a_symlink_by_a_file_without_writing_through_it(
 
     generation = await sync_api_run(mirror)
 
-    assert digest(outside) == before
+    assert tree_digest(outside) == before
     assert counts(generation)["errors_encountered"] == 0
     assert_converged(mirror)
 
@@ -414,7 +369,7 @@ async def test_mirror_target_dir_swapped_for_outside_symlink_writes_nothing_outs
     outside = tmp_path / "outside"
     write(outside / "d" / "f0.txt", b"outside 0")
     write(outside / "d" / "old.txt", b"outside old")
-    before = digest(outside)
+    before = tree_digest(outside)
     write(mirror.source / "d" / "old.txt", b"to be deleted")
     await sync_api_run(mirror)
     (mirror.source / "d" / "old.txt").unlink()
@@ -431,7 +386,7 @@ async def test_mirror_target_dir_swapped_for_outside_symlink_writes_nothing_outs
 
     generation = await sync_api_run(mirror, runner=runner_with(SeamCopier(after=after)))
 
-    assert digest(outside) == before
+    assert tree_digest(outside) == before
     assert (mirror.tmp / "moved-away" / "old.txt").read_bytes() == b"to be deleted"
     first, retry = generation_rows(mirror.state_dir)[1:]
     assert first["errors_encountered"] == 7  # 6 copies and 1 delete refused
@@ -452,7 +407,7 @@ async def test_mirror_swapping_thread_never_redirects_a_write_outside(
 ) -> None:
     outside = tmp_path / "outside"
     write(outside / "d" / "bait.txt", b"bait")
-    before = digest(outside)
+    before = tree_digest(outside)
     (mirror.target / "d").mkdir(parents=True)
     write(mirror.target / "d" / "stale.txt", b"stale")
     for i in range(60):
@@ -480,7 +435,7 @@ async def test_mirror_swapping_thread_never_redirects_a_write_outside(
         stop.set()
         swapper.join()
 
-    assert digest(outside) == before
+    assert tree_digest(outside) == before
 
 
 # --------------------------------------------------------------------- trash

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from conduitd.jobs.copy import TempFile, copy_to_temp
 from conduitd.jobs.runner import TransferRunner
 from conduitd.sync import service as service_module
 from helpers.mirror import Mirror, listing, make_mirror, query, sync_api, write
+from helpers.seams import SeamCopier
 
 
 @pytest.fixture
@@ -131,13 +131,13 @@ async def test_an_edit_seen_only_by_verification_is_not_taken_as_agreed(
     write(m.source / "d" / "new.txt", b"new before the run")
     edited = m.source / "d" / "f9.txt"
 
-    def copier(*args: Any, **kwargs: Any) -> TempFile:
-        temp = copy_to_temp(*args, **kwargs)
+    def after(rel: bytes) -> None:
         if edited.read_bytes() == b"file 9":  # the user, while the run copies
             write(edited, b"edited during the run, by the user")
-        return temp
 
-    generation = await sync_api(m, runner=TransferRunner(copier=copier))
+    generation = await sync_api(
+        m, runner=TransferRunner(copier=SeamCopier(after=after))
+    )
     assert generation.verification_status == "verified"  # f9 was not touched
     assert agreements(m) == []
     compared.clear()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.cli import conduitd_env, run_cli, write_config
+from helpers.cli import conduitd_env, run_cli, run_cli_recording_modules, write_config
 from helpers.daemon import running_daemon
 from helpers.mirror import Mirror, listing, make_mirror, write
 
@@ -151,27 +151,14 @@ def test_progress_through_a_running_daemon_is_fed_by_its_events(
 def test_sync_through_a_daemon_imports_rich_only_for_progress(
     mirror: Mirror, tmp_path: Path, flags: tuple[str, ...]
 ) -> None:
-    loaded = tmp_path / "modules.json"
-    script = (
-        "import atexit, json, sys\n"
-        f"atexit.register(lambda: open({str(loaded)!r}, 'w')"
-        ".write(json.dumps(sorted(sys.modules))))\n"
-        "from conduitd.cli import main\n"
-        "main()\n"
-    )
     args = ["--config", str(mirror.config), "sync", "m", "--json", *flags]
     with running_daemon(for_a_daemon(mirror).config, tmp_path):
-        result = subprocess.run(
-            [sys.executable, "-c", script, *args],
-            env=conduitd_env(NOT_A_TERMINAL),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        result, modules = run_cli_recording_modules(
+            args, tmp_path / "modules.json", NOT_A_TERMINAL
         )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["verification_status"] == "verified"
-    top_level = {m.partition(".")[0] for m in json.loads(loaded.read_text())}
+    top_level = {m.partition(".")[0] for m in modules}
     assert "conduitd" in top_level  # the check itself saw the CLI's modules
     # The client path stays light either way (DESIGN.md Layout).
     assert top_level & {"anyio", "structlog", "aiosqlite", "pydantic"} == set()
