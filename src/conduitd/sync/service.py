@@ -397,11 +397,10 @@ class FileSyncService:
             # The root itself changed: the resolver reads b"" as "everything",
             # so the whole trees must be loaded, not a subset of them.
             dirty = None
-        comparable = _bulk_comparable(conduit, endpoints)
-        if dirty is None and self.one_shot and comparable:
+        if dirty is None and self.one_shot and _bulk_comparable(conduit, endpoints):
             # Both indexes are fresh: compare them in SQL and resolve only the
             # paths that differ, as the daemon resolves its dirty paths.
-            dirty = await self._bulk_dirty(conduit, record, endpoints, ())
+            dirty = await self._bulk_dirty(conduit, record, endpoints)
         snapshot = await self._snapshot(record, endpoints, dirty)
         operations, union = self._resolve(conduit, snapshot, endpoints, paths=dirty)
         refused = None
@@ -467,21 +466,18 @@ class FileSyncService:
         conduit: ConduitConfig,
         record: ConduitRecord,
         endpoints: Endpoints,
-        dirty: Collection[bytes],
     ) -> list[bytes] | None:
-        """`dirty` plus every path where the indexes differ (None: the whole
-        trees). Past a point one query per path costs more than the whole
-        trees, and a folding root checks new names against every name it
-        holds."""
+        """Every path where the indexes differ (None: the whole trees). Past
+        a point one query per path costs more than the whole trees, and a
+        folding root checks new names against every name it holds."""
+        if any(t.folds_names for t in self._traits(endpoints)):
+            return None
         differing = await self._differing(conduit, record, endpoints)
         if is_two_way(conduit):  # open conflicts are kept current (pending.py)
             rows = await self.conflict_rows.list(record.id, ConflictStatus.PENDING)
             differing += [c.relative_path for c in rows]
-        paths = sorted({*dirty, *differing})
-        folding = any(t.folds_names for t in self._traits(endpoints))
-        if folding or len(paths) > DIFFERING_PATHS_MAX:
-            return None
-        return paths
+        paths = sorted(set(differing))
+        return paths if len(paths) <= DIFFERING_PATHS_MAX else None
 
     async def _differing(
         self, conduit: ConduitConfig, record: ConduitRecord, endpoints: Endpoints
