@@ -18,6 +18,7 @@ from conduitd.errors import ConduitdError
 
 if TYPE_CHECKING:
     from conduitd.config import Config
+    from conduitd.index.scan_workers import ScanWorkers
     from conduitd.progress_bar import SyncProgressBar
 
 T = TypeVar("T")
@@ -245,11 +246,28 @@ def sync(
             on_event=None if bar is None else bar.on_event,
         )
         if document is None:
-            document = _sync_here(ctx, name, force=force, as_json=as_json, bar=bar)
+            with nullcontext() if bar is None else bar.without_thread():
+                workers = _fork_scan_workers()
+            try:
+                document = _sync_here(
+                    ctx, name, force=force, as_json=as_json, bar=bar, workers=workers
+                )
+            finally:
+                if workers is not None:
+                    workers.close()
         if bar is not None:
             assert isinstance(document, dict)  # a generation object
             bar.finish(document)
     _print_generation(document, as_json=as_json)
+
+
+def _fork_scan_workers() -> ScanWorkers | None:
+    """One process per side of a one-shot run, so that the two scans do not
+    share a GIL; forked while this process has no other thread."""
+    from conduitd.index.scan_workers import ScanWorkers
+
+    _end_import_phase()  # frozen first: the workers share those pages
+    return ScanWorkers.fork(2)
 
 
 def _plan(
@@ -272,6 +290,7 @@ def _sync_here(
     force: bool,
     as_json: bool,
     bar: SyncProgressBar | None,
+    workers: ScanWorkers | None,
 ) -> dict[str, object]:
     """The run in this process, when no daemon answered."""
     try:
@@ -283,7 +302,9 @@ def _sync_here(
     report = None if bar is None else bar.on_run
     level = "warning" if as_json or bar is None else "error"
     return run_async(
-        lambda: sync_once(config, name, force=force, report_progress=report),
+        lambda: sync_once(
+            config, name, force=force, report_progress=report, scan_workers=workers
+        ),
         as_json=as_json,
         log_level=level,
     )

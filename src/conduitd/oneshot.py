@@ -17,6 +17,7 @@ from conduitd.config import Config
 from conduitd.errors import Busy
 from conduitd.hooks import with_error_hook
 from conduitd.index.indexer import Indexer
+from conduitd.index.scan_workers import ScanWorkers
 from conduitd.jobs.rootfs import RootFs
 from conduitd.reports import generation_document
 from conduitd.storage.conduits import ConduitManager, GenerationRecord
@@ -50,8 +51,14 @@ class Session:
 
 
 @asynccontextmanager
-async def writer_session(config: Config) -> AsyncIterator[Session]:
-    """Lock the state dir, open and reconcile the library, recover from a crash."""
+async def writer_session(
+    config: Config, scan_workers: ScanWorkers | None = None
+) -> AsyncIterator[Session]:
+    """Lock the state dir, open and reconcile the library, recover from a crash.
+
+    Args:
+        scan_workers: forked processes that whole-tree scans may run in.
+    """
     lock = StateLock(config.daemon.state_dir)
     config.daemon.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
@@ -66,7 +73,7 @@ async def writer_session(config: Config) -> AsyncIterator[Session]:
             tm = await open_transaction_manager(library)
             await reconcile_conduits(library, config, tm=tm)
             await recover_after_crash(library, tm, config)
-            indexer = Indexer.for_library(library, tm=tm)
+            indexer = Indexer.for_library(library, tm=tm, scan_workers=scan_workers)
             yield Session(config, library, tm, indexer)
             await tm.flushed()
             clean = True
@@ -101,15 +108,18 @@ async def sync_once(
     *,
     force: bool,
     report_progress: ReportProgress | None = None,
+    scan_workers: ScanWorkers | None = None,
 ) -> dict[str, Any]:
     """`conduitd sync NAME` without a daemon; returns the generation document.
 
     Args:
         report_progress: told of each batch of finished jobs, on the event
             loop's thread (`sync --progress` draws its bar from it).
+        scan_workers: forked processes for the two scans (see
+            `conduitd.index.scan_workers`); None scans both here.
     """
     conduit = config.conduit(name)
-    async with writer_session(config) as session:
+    async with writer_session(config, scan_workers) as session:
         service = session.service(report_progress)
 
         def document(found: GenerationRecord | None) -> dict[str, Any] | None:

@@ -8,7 +8,8 @@ thread) and by a daemon's progress events (`on_event`, on the CLI's thread).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -159,6 +160,21 @@ class SyncProgressBar:
         # printed as its final state.
         self._progress.live.transient = not self._shown_run
         self._progress.stop()
+
+    @contextmanager
+    def without_thread(self) -> Iterator[None]:
+        """Stop the bar's refresh thread meanwhile (erased, then drawn again):
+        the one-shot run forks its scan workers only from a process with no
+        other thread."""
+        live = self._progress.live
+        transient = live.transient
+        live.transient = True
+        self._progress.stop()
+        try:
+            yield
+        finally:
+            live.transient = transient
+            self._progress.start()
 
     def on_run(self, conduit: str, active: ActiveRun) -> None:
         """The one-shot service's `report_progress` (on the event loop: cheap)."""

@@ -60,9 +60,11 @@ async def test_an_unchanged_pair_is_not_compared_again(
 
 
 @pytest.mark.parametrize("mode", ["mirror", "bidirectional"])
-async def test_a_change_on_either_side_is_compared_and_synced(
+async def test_a_change_on_either_side_is_synced_from_the_paths_the_scans_wrote(
     tmp_path: Path, compared: list[int], mode: str
 ) -> None:
+    """From an agreement the scans started at, only the paths they wrote can
+    differ: no SQL comparison, and the change still goes across."""
     m = make_mirror(tmp_path, mode=mode)
     seed(m)
     await sync_api(m)
@@ -70,13 +72,45 @@ async def test_a_change_on_either_side_is_compared_and_synced(
     compared.clear()
     write(m.target / "d" / "f3.txt", b"edited on the target")
     os.utime(m.target / "d" / "f3.txt", ns=(4_000_000_000_000_000_000,) * 2)
+    write(m.source / "e" / "new.txt", b"new on the source")
+
+    generation = await sync_api(m)
+
+    assert compared == []
+    assert generation.verification_status == "verified"
+    assert listing(m.target) == listing(m.source)
+    expected = b"edited on the target" if mode == "bidirectional" else b"file 3"
+    assert (m.source / "d" / "f3.txt").read_bytes() == expected
+    assert (m.target / "e" / "new.txt").read_bytes() == b"new on the source"
+
+
+async def test_an_index_write_before_the_scans_makes_the_run_compare(
+    tmp_path: Path, compared: list[int]
+) -> None:
+    """A change indexed by something else than the run's own scans (here a
+    refresh) is in no scan's paths: the versions the scans started from are
+    past the agreement, so the run compares in SQL and finds it."""
+    from conduitd.config import load_config
+    from conduitd.oneshot import writer_session
+
+    m = make_mirror(tmp_path)
+    seed(m)
+    await sync_api(m)
+    await sync_api(m)
+    write(m.source / "d" / "f3.txt", b"indexed before the run")
+    async with writer_session(load_config(m.config)) as session:
+        (location_id,) = [
+            r["id"]
+            for r in query(m.state_dir, "SELECT id, path FROM location")
+            if bytes(r["path"]) == os.fsencode(m.source)
+        ]
+        await session.indexer.refresh(location_id, {b"d/f3.txt"})
+    compared.clear()
 
     await sync_api(m)
 
     assert compared == [1]
-    assert listing(m.target) == listing(m.source)
-    expected = b"edited on the target" if mode == "bidirectional" else b"file 3"
-    assert (m.source / "d" / "f3.txt").read_bytes() == expected
+    assert (m.target / "d" / "f3.txt").read_bytes() == b"indexed before the run"
 
 
 async def test_new_rules_are_compared_again(

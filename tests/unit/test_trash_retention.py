@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from conduitd.storage.trash_rows import TrashReason, TrashRow
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conduitd.storage.trash_rows import TrashReason, TrashRow, TrashTotals
 from conduitd.sync.trash_retention import (
     RetentionPolicy,
     last_copies,
@@ -72,3 +75,35 @@ def test_age_then_size_together() -> None:
     rows = [row(1, b"a", 1, 40), row(2, b"b", 2, 5, 50), row(3, b"c", 3, 1, 50)]
     policy = RetentionPolicy(max_age_s=30 * DAY, max_bytes=60)
     assert ids(select_prunable(rows, policy, NOW, {b"a", b"b", b"c"})) == [1, 2]
+
+
+def totals(rows: list[TrashRow]) -> TrashTotals:
+    oldest = min((r.trashed_at for r in rows), default=None)
+    return TrashTotals(len(rows), sum(r.size for r in rows), oldest)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([b"a", b"b", b"c"]),
+            st.floats(min_value=0, max_value=90),
+            st.integers(min_value=0, max_value=200),
+        ),
+        max_size=8,
+    ),
+    st.one_of(st.none(), st.floats(min_value=0, max_value=60)),
+    st.one_of(st.none(), st.integers(min_value=0, max_value=800)),
+    st.sets(st.sampled_from([b"a", b"b", b"c"])),
+)
+def test_the_shortcut_skips_only_runs_that_would_prune_nothing(
+    specs: list[tuple[bytes, float, int]],
+    age_days: float | None,
+    max_bytes: int | None,
+    live: set[bytes],
+) -> None:
+    """Runs skip loading the rows when `may_prune` says no: it must never
+    say no where `select_prunable` would choose something."""
+    rows = [row(i, path, i, age, size) for i, (path, age, size) in enumerate(specs, 1)]
+    policy = RetentionPolicy(None if age_days is None else age_days * DAY, max_bytes)
+    if not policy.may_prune(totals(rows), NOW):
+        assert select_prunable(rows, policy, NOW, live) == []

@@ -36,6 +36,7 @@ from conduitd.index.marker import (
     rewrite_marker,
     write_marker,
 )
+from conduitd.index.scan_workers import ScanJob, ScanWorkers
 from conduitd.index.scanner import ChangeSet, KnownContent, TreeScanner
 from conduitd.index.state import IndexStep, advance
 from conduitd.index.store import SCAN_BATCH_ROWS, IndexStore, WriteCounts
@@ -82,6 +83,8 @@ class ScanReport:
     hashed_files: int = 0
     hashed_bytes: int = 0
     duration_s: float = 0.0
+    # Every path whose row was written or deleted; None: not known.
+    touched: frozenset[bytes] | None = None
 
 
 @dataclass(slots=True)
@@ -107,6 +110,7 @@ class Indexer:
         watch_step_ms: int = DEFAULT_STEP_MS,
         event_source: EventSource = watch_batches,
         scan_batch_rows: int = SCAN_BATCH_ROWS,
+        scan_workers: ScanWorkers | None = None,
     ) -> None:
         self.db = db
         self.library_uuid = library_uuid
@@ -118,6 +122,7 @@ class Indexer:
         self.watch_step_ms = watch_step_ms
         self.event_source = event_source
         self.scan_batch_rows = scan_batch_rows
+        self.scan_workers = scan_workers
         self._feeds: list[ChangeFeed] = []
         self._locks: dict[int, anyio.Lock] = {}
         self._watches: dict[int, _Watch] = {}
@@ -133,6 +138,7 @@ class Indexer:
         tm: TransactionManager | None = None,
         limiter: anyio.CapacityLimiter | None = None,
         rescan_interval_s: float = DEFAULT_RESCAN_INTERVAL_S,
+        scan_workers: ScanWorkers | None = None,
     ) -> Indexer:
         return cls(
             library.db,
@@ -141,6 +147,7 @@ class Indexer:
             tm=tm,
             limiter=limiter,
             rescan_interval_s=rescan_interval_s,
+            scan_workers=scan_workers,
         )
 
     # ----------------------------------------------------------------- queries
@@ -237,14 +244,8 @@ class Indexer:
         if not (self.watching(location_id) and record.state is LocationState.READY):
             await self._advance(record, IndexStep.SCAN_STARTED)
         record, st = await self._claim_root(record, judgement, found.st)
-        changes = ChangeSet()
-        start = DirTask(b"", values_from_stat(st, DIRECTORY, None))
-        reader = EntryReader(self.db.path, location_id)
-        try:
-            await self.scanner.collect(record.root, st.st_dev, start, reader, changes)
-        finally:
-            reader.close()
-        counts = await self._write(record, changes, self.scan_batch_rows)
+        changes = await self._collect(record, st)
+        counts, touched = await self._write(record, changes, self.scan_batch_rows)
         final = advance(await self.state(location_id), IndexStep.SCAN_COMPLETED)
         unchanged = counts.total == 0 and record.last_scan_at is not None
         totals = (
@@ -253,7 +254,7 @@ class Indexer:
         files, size = await self.store.finish_scan(
             location_id, utc_now_text(), final, totals
         )
-        report = _report(location_id, final, counts, changes, started)
+        report = _report(location_id, final, counts, changes, started, touched)
         logger.info(
             "scan_finished",
             location_id=location_id,
@@ -269,6 +270,31 @@ class Indexer:
             duration_s=round(report.duration_s, 3),
         )
         return report
+
+    async def _collect(self, record: LocationRecord, st: os.stat_result) -> ChangeSet:
+        """The whole tree compared with its rows: in a worker process when one
+        is free (one-shot runs), otherwise here."""
+        start = DirTask(b"", values_from_stat(st, DIRECTORY, None))
+        if self.scan_workers is not None:
+            job = ScanJob(
+                record.root,
+                st.st_dev,
+                start,
+                self.db.path,
+                record.id,
+                self.scanner.known(record.root),
+                int(self.limiter.total_tokens),
+            )
+            found = await self.scan_workers.collect(job)
+            if found is not None:
+                return found
+        changes = ChangeSet()
+        reader = EntryReader(self.db.path, record.id)
+        try:
+            await self.scanner.collect(record.root, st.st_dev, start, reader, changes)
+        finally:
+            reader.close()
+        return changes
 
     async def _refresh_locked(
         self, location_id: int, paths: set[bytes], reread: bool = True
@@ -294,19 +320,20 @@ class Indexer:
             )
         finally:
             reader.close()
-        counts = await self._write(record, changes, None)
+        counts, touched = await self._write(record, changes, None)
         state = await self.state(location_id)
-        return _report(location_id, state, counts, changes, started)
+        return _report(location_id, state, counts, changes, started, touched)
 
     async def _write(
         self, record: LocationRecord, changes: ChangeSet, batch_rows: int | None
-    ) -> WriteCounts:
+    ) -> tuple[WriteCounts, frozenset[bytes]]:
+        """Write the changes; their counts and every path written or deleted."""
         counts, deleted = await self.store.write_changes(
             record, changes, batch_rows=batch_rows
         )
         self._publish(record.id, changes, deleted)
         changes.log_warnings(record.id)
-        return counts
+        return counts, frozenset(changes.upserts).union(deleted)
 
     async def _judge(self, record: LocationRecord) -> tuple[Judgement, RootInspection]:
         found = await anyio.to_thread.run_sync(
@@ -640,6 +667,7 @@ def _report(
     counts: WriteCounts,
     changes: ChangeSet,
     started: float,
+    touched: frozenset[bytes],
 ) -> ScanReport:
     return ScanReport(
         location_id,
@@ -653,6 +681,7 @@ def _report(
         changes.hashed_files,
         changes.hashed_bytes,
         time.perf_counter() - started,
+        touched,
     )
 
 

@@ -205,6 +205,10 @@ class TreeScanner:
     def expect(self, root: bytes, files: Mapping[bytes, KnownContent]) -> None:
         self._known.setdefault(root, {}).update(files)
 
+    def known(self, root: bytes) -> dict[bytes, KnownContent]:
+        """A copy of what is announced under `root`."""
+        return dict(self._known.get(root, {}))
+
     def forget(self, root: bytes, paths: Iterable[bytes]) -> None:
         known = self._known.get(root)
         if known is None:

@@ -82,23 +82,22 @@ async def forget_agreement(tx: Writer, conduit_id: int) -> None:
     )
 
 
-async def agreement_holds(
-    db: Reader, conduit_id: int, source_id: int, target_id: int, fingerprint: str
-) -> bool:
-    """True when the conduit's recorded agreement is exactly the present
-    state of both indexes, under the same rules (`fingerprint`)."""
+async def recorded_agreement(
+    db: Reader, conduit_id: int, fingerprint: str
+) -> Agreement | None:
+    """The conduit's recorded agreement, if it was reached under the same
+    rules (`fingerprint`)."""
     rows = await db.fetch_all(
         "SELECT source_location_id, source_version, target_location_id,"
         " target_version, fingerprint FROM conduit_agreement WHERE conduit_id = ?",
         (conduit_id,),
     )
     if not rows or rows[0]["fingerprint"] != fingerprint:
-        return False
+        return None
     row = rows[0]
-    recorded = Agreement(
+    return Agreement(
         int(row["source_location_id"]),
         int(row["source_version"]),
         int(row["target_location_id"]),
         int(row["target_version"]),
     )
-    return recorded == await current_agreement(db, source_id, target_id)

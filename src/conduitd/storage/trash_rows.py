@@ -91,6 +91,25 @@ async def list_trashed(
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class TrashTotals:
+    """A conduit's trash in three numbers."""
+
+    count: int
+    size: int
+    oldest_trashed_at: str | None
+
+
+async def trash_totals(db: Database, conduit_id: int) -> TrashTotals:
+    rows = await db.fetch_all(
+        "SELECT COUNT(*), COALESCE(SUM(size), 0), MIN(trashed_at) FROM sync_trash"
+        " WHERE conduit_id = ?",
+        (conduit_id,),
+    )
+    count, size, oldest = rows[0]
+    return TrashTotals(int(count), int(size), None if oldest is None else str(oldest))
+
+
 async def delete_trashed(tx: Transaction, ids: Iterable[int]) -> None:
     """Drop the rows of pruned versions (issue 9: the row goes with the file)."""
     await tx.execute_many("DELETE FROM sync_trash WHERE id = ?", [(i,) for i in ids])

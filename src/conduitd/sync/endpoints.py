@@ -12,6 +12,7 @@ from conduitd.config import ConduitConfig, SyncMode
 from conduitd.errors import SafetyRefusal
 from conduitd.index.indexer import Indexer
 from conduitd.index.marker import MarkerStatus
+from conduitd.storage.agreement import Agreement
 from conduitd.storage.locations import LocationRecord, LocationState
 from conduitd.sync.operations import Side
 
@@ -28,6 +29,10 @@ class Endpoints:
 
     source: LocationRecord
     target: LocationRecord
+    # Set by a one-shot run's scans: the index versions before them and every
+    # path they wrote on either side (None when a scan could not tell).
+    versions_before_scans: Agreement | None = None
+    scanned_paths: frozenset[bytes] | None = None
 
     @property
     def index_lost(self) -> bool:

@@ -28,7 +28,7 @@ import structlog
 from conduitd.config import ConduitConfig, Config, DeleteStrategy, SyncMode
 from conduitd.crashpoints import crash_point
 from conduitd.errors import SafetyRefusal, UsageError
-from conduitd.index.indexer import Indexer
+from conduitd.index.indexer import Indexer, ScanReport
 from conduitd.index.probes import FsTraits, probe_traits
 from conduitd.jobs.commit import Durability
 from conduitd.jobs.outcomes import JobOutcome, Progress
@@ -37,10 +37,10 @@ from conduitd.jobs.rootfs import RootFs
 from conduitd.jobs.runner import TransferRunner
 from conduitd.storage.agreement import (
     Agreement,
-    agreement_holds,
     current_agreement,
     forget_agreement,
     record_agreement,
+    recorded_agreement,
 )
 from conduitd.storage.baselines import (
     has_any_baseline,
@@ -482,22 +482,28 @@ class FileSyncService:
     async def _differing(
         self, conduit: ConduitConfig, record: ConduitRecord, endpoints: Endpoints
     ) -> list[bytes]:
-        """The paths where the fresh indexes (and a two-way baseline) differ.
+        """The paths where the fresh indexes (and a two-way baseline) may differ.
 
-        Nothing, without a query, when neither index was written since the
-        conduit's last verified convergence under the same rules: the SQL
+        Without a query when the conduit's last verified convergence under
+        the same rules stands where this run's scans found both indexes: then
+        only what the scans wrote can differ (nothing, after a no-op). The SQL
         comparison costs a tenth of a second per 100k files a side, as much
         as the rest of a no-op run after the walks (issue 5 bench).
         """
         db = self.library.db
         source_id, target_id = endpoints.source.id, endpoints.target.id
-        fingerprint = self._fingerprint(conduit, endpoints)
         # A `recent` window moves with the clock, not with the index.
-        timeless = conduit.recent_s is None
-        if timeless and await agreement_holds(
-            db, record.id, source_id, target_id, fingerprint
-        ):
-            return []
+        if conduit.recent_s is None:
+            fingerprint = self._fingerprint(conduit, endpoints)
+            agreed = await recorded_agreement(db, record.id, fingerprint)
+            if agreed is not None:
+                if agreed == await current_agreement(db, source_id, target_id):
+                    return []
+                if (
+                    agreed == endpoints.versions_before_scans
+                    and endpoints.scanned_paths is not None
+                ):
+                    return sorted(endpoints.scanned_paths)
         return await differing_paths(
             db,
             source_id,
@@ -525,10 +531,20 @@ class FileSyncService:
         self, record: ConduitRecord, *, scan: bool = False
     ) -> Endpoints:
         source_id, target_id = await self._location_ids(record)
+        before: Agreement | None = None
+        scanned: frozenset[bytes] | None = None
         if scan:
+            before = await current_agreement(self.library.db, source_id, target_id)
+            reports: list[ScanReport] = []
+
+            async def scan_one(location_id: int) -> None:
+                reports.append(await self.indexer.scan(location_id))
+
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self.indexer.scan, source_id)
-                tg.start_soon(self.indexer.scan, target_id)
+                tg.start_soon(scan_one, source_id)
+                tg.start_soon(scan_one, target_id)
+            if all(r.touched is not None for r in reports):
+                scanned = frozenset().union(*(r.touched or () for r in reports))
         if not self.one_shot:
             await wait_ready(self.indexer, source_id)
             await wait_ready(self.indexer, target_id)
@@ -540,7 +556,7 @@ class FileSyncService:
                 self.fs_traits[location.root] = await anyio.to_thread.run_sync(
                     probe_traits, location.root
                 )
-        return Endpoints(source, target)
+        return Endpoints(source, target, before, scanned)
 
     async def _location_ids(self, record: ConduitRecord) -> tuple[int, int]:
         rows = await self.library.db.fetch_all(
