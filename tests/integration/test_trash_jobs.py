@@ -4,12 +4,14 @@ and never touch anything outside the trash they were given."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from conduitd.jobs.restore import VersionDamaged, VersionMissing, restore_into_root
 from conduitd.jobs.rootfs import RootFs
+from conduitd.jobs.trash import link_to_trash, move_to_trash
 from conduitd.jobs.trash_prune import prune_trashed
 
 
@@ -83,3 +85,27 @@ def test_restoring_a_trashed_tree_recreates_symlinks_as_links(
     assert not (root / "a.jpg").exists()
     assert os.listdir(root / ".conduitd" / "tmp") == []
     (album / "locked").chmod(0o755)  # let pytest clean up
+
+
+@pytest.mark.parametrize("how", ["link", "move"])
+def test_a_trash_directory_removed_behind_a_run_is_made_again(
+    tmp_path: Path, how: str
+) -> None:
+    """A run remembers the trash directories it made (one mkdir each, not one
+    per file); one removed meanwhile is made again, and nothing is lost."""
+    top = tmp_path / "root"
+    (top / "d").mkdir(parents=True)
+    for name in ("a", "b", "c"):
+        (top / "d" / name).write_text(name)
+    trash = top / ".conduitd" / "trash" / "4"
+    put = link_to_trash if how == "link" else move_to_trash
+    with RootFs(top) as fs:
+        put(fs, b"d/a", 4)
+        shutil.rmtree(trash)  # e.g. `trash purge` from another terminal
+        put(fs, b"d/b", 4)
+        assert (trash / "d" / "b").read_text() == "b"
+        shutil.rmtree(trash / "d")
+        put(fs, b"d/c", 4)
+    assert os.listdir(trash / "d") == ["c"]
+    assert (trash / "d" / "c").read_text() == "c"
+    assert (top / "d" / "c").exists() == (how == "link")

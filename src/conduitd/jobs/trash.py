@@ -110,6 +110,23 @@ def move_to_trash(
     compare its inode with what you checked before to detect a swap.
     `current_rel`: the entry is filed as `rel` but sits there now (a temp name).
     """
+    try:
+        return _move_to_trash(root, rel, generation, reason, expected, current_rel)
+    except FileNotFoundError:
+        if not root.forget_internal_dirs():
+            raise
+        # A trash directory this run made was removed behind its back.
+        return _move_to_trash(root, rel, generation, reason, expected, current_rel)
+
+
+def _move_to_trash(
+    root: RootFs,
+    rel: bytes,
+    generation: int,
+    reason: TrashReason,
+    expected: EntryRow | None,
+    current_rel: bytes | None,
+) -> TrashedItem:
     for candidate in _candidates(root, rel, generation):
         try:
             root.rename_within(current_rel or rel, candidate, replace=False)
@@ -138,6 +155,22 @@ def link_to_trash(
     """
     if kind_of(root.lstat(rel)) is EntryKind.DIRECTORY:
         return move_to_trash(root, rel, generation, reason=reason, expected=expected)
+    try:
+        return _link_to_trash(root, rel, generation, reason, expected)
+    except FileNotFoundError:
+        if not root.forget_internal_dirs():
+            raise
+        # A trash directory this run made was removed behind its back.
+        return _link_to_trash(root, rel, generation, reason, expected)
+
+
+def _link_to_trash(
+    root: RootFs,
+    rel: bytes,
+    generation: int,
+    reason: TrashReason,
+    expected: EntryRow | None,
+) -> TrashedItem:
     for candidate in _candidates(root, rel, generation):
         try:
             root.link_within(rel, candidate)
@@ -176,9 +209,13 @@ def _ensure_trash_parent(
     for part in parts:
         for n in itertools.count():
             candidate = current + b"/" + numbered_name(part, n)
+            if root.known_internal_dir(candidate):
+                current = candidate
+                break
             with suppress(FileExistsError):
                 root.mkdir(candidate, 0o700)
             if kind_of(root.lstat(candidate)) is EntryKind.DIRECTORY:
+                root.note_internal_dir(candidate)
                 current = candidate
                 break
     return current
