@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conduitd.config import Config, load_config
+from conduitd.config.validation import _relation
 from conduitd.errors import ConfigError, ConfigProblem
 
 
@@ -199,3 +202,25 @@ def test_keys_left_at_their_default_or_used_by_the_mode_do_not_warn(
         conduit("c", "s3", "t3", schedule="instant", debounce="1s", max_delay="5s"),
     )
     assert config.warnings == ()
+
+
+@given(
+    st.lists(st.sampled_from(["a", "b", "a b", "é", ".x"]), max_size=4),
+    st.lists(st.sampled_from(["a", "b", "a b", "é", ".x"]), max_size=4),
+)
+def test_root_relations_are_those_of_pathlib(
+    mine: list[str], theirs: list[str]
+) -> None:
+    """`_relation` compares components itself (pairs of thousands of conduits
+    are checked); it must judge exactly as `is_relative_to` does."""
+    path, other = Path("/r", *mine), Path("/r", *theirs)
+    expected = (
+        "is the same directory as"
+        if path == other
+        else "lies inside"
+        if path.is_relative_to(other)
+        else "contains"
+        if other.is_relative_to(path)
+        else None
+    )
+    assert _relation(path, other) == expected
