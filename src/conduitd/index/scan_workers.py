@@ -118,19 +118,25 @@ class ScanWorkers:
             return None
         workers: list[_Worker] = []
         inherited: list[int] = []
+        pending: list[int] = []  # pipe ends no worker owns yet
         try:
             for _ in range(count):
                 job_read, job_write = os.pipe()
+                pending += [job_read, job_write]
                 result_read, result_write = os.pipe()
+                pending += [result_read, result_write]
                 pid = os.fork()
                 if pid == 0:  # pragma: no cover - runs in the child
                     _child(job_read, result_write, [*inherited, job_write, result_read])
+                pending.clear()
                 os.close(job_read)
                 os.close(result_write)
                 inherited += [job_write, result_read]
                 workers.append(_Worker(pid, job_write, result_read))
         except OSError as exc:
             logger.warning("scan_workers_unavailable", error=str(exc))
+            for fd in pending:
+                os.close(fd)
             for worker in workers:
                 worker.close()
             return None

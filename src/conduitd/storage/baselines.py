@@ -14,6 +14,8 @@ _SELECT: Final = (
 )
 # Above this many subtrees one whole load costs less than a query per subtree.
 _SUBSET_QUERIES_MAX: Final = 5_000
+# Paths per IN list (SQLite's bound-parameter limit is 999 in older builds).
+_IN_CHUNK: Final = 500
 
 
 def _rows(rows: Iterable[Row]) -> dict[bytes, BaselineRow]:
@@ -35,8 +37,11 @@ async def load_baseline_subset(
 ) -> dict[bytes, BaselineRow]:
     """Baseline rows of `paths` and their subtrees (incremental resolution).
 
-    One ranged query per subtree on the primary key: it costs what is asked
-    for, not the size of the baseline.
+    The rows themselves by IN lists, then one ranged query on the primary key
+    under each path that may have a subtree (a directory, or a path without a
+    row): it costs what is asked for, not the size of the baseline. A ranged
+    query for every path (2,000 edited files) took 0.3 s, twice per run
+    (issue 6 bench).
     """
     wanted = {p for p in paths if p}  # as load_entry_subset: the root is no subtree
     tops = [
@@ -46,10 +51,20 @@ async def load_baseline_subset(
         whole = await load_baseline(db, conduit_id)
         return {p: row for p, row in whole.items() if _has_ancestor_in(p, wanted)}
     found: dict[bytes, BaselineRow] = {}
+    for start in range(0, len(tops), _IN_CHUNK):
+        chunk = tops[start : start + _IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        rows = await db.fetch_all(
+            f"{_SELECT} AND relative_path IN ({marks})", (conduit_id, *chunk)
+        )
+        found.update(_rows(rows))
     # [p, p + b"0") holds p, p's subtree (b"/" sorts just below b"0") and
     # siblings such as p + b".txt", which are dropped.
     sql = f"{_SELECT} AND relative_path >= ? AND relative_path < ?"
     for top in tops:
+        row = found.get(top)
+        if row is not None and row.kind is not EntryKind.DIRECTORY:
+            continue  # a file or symlink: nothing lies under it
         rows = await db.fetch_all(sql, (conduit_id, top, top + b"0"))
         found.update(
             (path, row)
