@@ -94,15 +94,10 @@ finally:
 """
 
 
-def test_a_worker_scan_writes_the_index_a_scan_here_writes(tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    write(root / "docs" / "a.txt", b"alpha")
-    write(root / "docs" / "b.txt", b"beta")
-    write(root / "gone.txt", b"soon gone")
-    write(root / "keep.txt", b"kept")
-    (root / "empty").mkdir()
+def run_python(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`script` in a fresh interpreter that imports this checkout; must exit 0."""
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, str(root), str(tmp_path / "state")],
+        [sys.executable, "-c", script, *args],
         env=conduitd_env(),
         capture_output=True,
         text=True,
@@ -110,6 +105,17 @@ def test_a_worker_scan_writes_the_index_a_scan_here_writes(tmp_path: Path) -> No
         check=False,
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_a_worker_scan_writes_the_index_a_scan_here_writes(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    write(root / "docs" / "a.txt", b"alpha")
+    write(root / "docs" / "b.txt", b"beta")
+    write(root / "gone.txt", b"soon gone")
+    write(root / "keep.txt", b"kept")
+    (root / "empty").mkdir()
+    result = run_python(PROBE, str(root), str(tmp_path / "state"))
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert [r["equal"] for r in found["rounds"]] == [True] * 4, found
     assert all(r["rows"] > 5 for r in found["rounds"])
@@ -161,16 +167,9 @@ def test_the_command_line_scans_in_workers_and_leaves_none_behind(
     write(mirror.source / "a.txt", b"a")
     record = tmp_path / "workers.json"
     args = ["--config", str(mirror.config), "sync", "m", "--json"]
-    result = subprocess.run(
-        [sys.executable, "-c", RECORDING_CLI, str(record), *args]
-        + (["--progress"] if progress else []),
-        env=conduitd_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_python(
+        RECORDING_CLI, str(record), *args, *(["--progress"] if progress else [])
     )
-    assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["files_copied"] == 1
     assert (mirror.target / "a.txt").read_bytes() == b"a"
     workers = json.loads(record.read_text())
