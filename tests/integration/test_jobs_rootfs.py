@@ -125,3 +125,23 @@ def test_syncfs_and_fsyncs_work_here(root: Root) -> None:
     fs.fsync_entry(b"f")
     fs.fsync_entry(b"l")
     fs.fsync_dir(b"")
+
+
+def test_a_cached_directory_is_forgotten_at_every_rename_of_its_ancestor(
+    tmp_path: Path,
+) -> None:
+    """Each rename of `a` drops what lies under it from the cache, the second
+    time too: a write to `a/b/...` never lands in where `a` was moved."""
+    top = tmp_path / "root"
+    (top / "a" / "b").mkdir(parents=True)
+    with RootFs(top) as fs, fs.cached_dirs():
+        fs.mkdir(b"a/b/one", 0o755)
+        fs.rename_within(b"a", b"y", replace=False)
+        (top / "a" / "b").mkdir(parents=True)
+        fs.mkdir(b"a/b/two", 0o755)
+        fs.rename_within(b"a", b"z", replace=False)
+        (top / "a" / "b").mkdir(parents=True)
+        fs.mkdir(b"a/b/three", 0o755)
+    assert os.listdir(top / "y" / "b") == ["one"]
+    assert os.listdir(top / "z" / "b") == ["two"]
+    assert os.listdir(top / "a" / "b") == ["three"]

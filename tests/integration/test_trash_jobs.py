@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -87,9 +88,10 @@ def test_restoring_a_trashed_tree_recreates_symlinks_as_links(
     (album / "locked").chmod(0o755)  # let pytest clean up
 
 
+@pytest.mark.parametrize("cached", [False, True])
 @pytest.mark.parametrize("how", ["link", "move"])
 def test_a_trash_directory_removed_behind_a_run_is_made_again(
-    tmp_path: Path, how: str
+    tmp_path: Path, how: str, cached: bool
 ) -> None:
     """A run remembers the trash directories it made (one mkdir each, not one
     per file); one removed meanwhile is made again, and nothing is lost."""
@@ -99,7 +101,7 @@ def test_a_trash_directory_removed_behind_a_run_is_made_again(
         (top / "d" / name).write_text(name)
     trash = top / ".conduitd" / "trash" / "4"
     put = link_to_trash if how == "link" else move_to_trash
-    with RootFs(top) as fs:
+    with RootFs(top) as fs, fs.cached_dirs() if cached else nullcontext():
         put(fs, b"d/a", 4)
         shutil.rmtree(trash)  # e.g. `trash purge` from another terminal
         put(fs, b"d/b", 4)

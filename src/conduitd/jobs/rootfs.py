@@ -360,9 +360,12 @@ class RootFs:
         self._internal_dirs.add(rel)
 
     def forget_internal_dirs(self) -> bool:
-        """Forget them all; False when there was nothing to forget."""
+        """Forget them all, and this thread's cached descriptors under
+        `.conduitd` (one may be of a directory removed since); False when
+        there was nothing to forget."""
         known = bool(self._internal_dirs)
         self._internal_dirs.clear()
+        self._uncache(INTERNAL_DIR)
         return known
 
     def _tmp_dir(self) -> int:
@@ -578,7 +581,12 @@ class _DirCache:
         under = rel + b"/"
         for key in [k for k in self.fds if k == rel or k.startswith(under)]:
             self.retired.append(self.fds.pop(key))
-        self.prefixes.discard(rel)
+        # The whole subtree: a prefix left under `rel` would stop `add` from
+        # recording `rel` again above a path cached later, and the next
+        # `forget(rel)` would then miss that path.
+        self.prefixes = {
+            p for p in self.prefixes if p != rel and not p.startswith(under)
+        }
 
     def close(self) -> None:
         for fd in (*self.fds.values(), *self.retired):
