@@ -8,6 +8,7 @@ the target, or whose content was replaced, is in
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import stat
@@ -73,6 +74,9 @@ def apply(root: Path, op: tuple[str, str, bytes]) -> None:
             os.utime(path, ns=(when, when), follow_symlinks=False)
     except (NotADirectoryError, FileExistsError, FileNotFoundError):
         pass  # a parent is a file or a symlink: the change does not apply
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:  # a parent is a symlink to itself
+            raise
 
 
 def _clear(path: Path) -> None:
@@ -139,6 +143,10 @@ def run_sync(m: Mirror) -> Any:
     max_examples=min(settings().max_examples, 20),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
+)
+@example(  # a symlink to itself under a directory to be made (found by a run)
+    initial=[("write", "a", b""), ("symlink", "a", b"a"), ("mkdir", "a/a", b"")],
+    changes=[],
 )
 @example(  # file -> directory, directory -> file, a target edit, a symlink
     initial=[
