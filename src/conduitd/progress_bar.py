@@ -8,6 +8,7 @@ thread) and by a daemon's progress events (`on_event`, on the CLI's thread).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -169,7 +170,13 @@ class SyncProgressBar:
         live = self._progress.live
         transient = live.transient
         live.transient = True
+        # rich's stop() only signals its refresh thread; the fork must wait
+        # until it has ended (a private attribute: without it the workers are
+        # not forked and the scans run in this process, just slower).
+        refresh: threading.Thread | None = getattr(live, "_refresh_thread", None)
         self._progress.stop()
+        if refresh is not None:
+            refresh.join(timeout=2.0)
         try:
             yield
         finally:
