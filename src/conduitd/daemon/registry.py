@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -120,18 +121,12 @@ class ConduitRegistry:
         async def run(request: RunRequest) -> object:
             return await runs[0](request)
 
-        catch_up = self._catch_up
-
-        async def caught_up() -> None:
-            if catch_up is not None:
-                await catch_up(name)
-
         task = ConduitTask(
             TaskSettings.from_config(conduit),
             run,
             paused=paused,
             record_error=lambda error: self._record_error(name, error),
-            catch_up=caught_up,
+            catch_up=None if self._catch_up is None else partial(self._catch_up, name),
         )
         entry = _Conduit(conduit, task)
         context = ConduitContext(

@@ -331,9 +331,10 @@ class Indexer:
         counts, deleted = await self.store.write_changes(
             record, changes, batch_rows=batch_rows
         )
-        self._publish(record.id, changes, deleted)
+        touched = frozenset(changes.upserts).union(deleted)
+        self._publish(record.id, touched)
         changes.log_warnings(record.id)
-        return counts, frozenset(changes.upserts).union(deleted)
+        return counts, touched
 
     async def _judge(self, record: LocationRecord) -> tuple[Judgement, RootInspection]:
         found = await anyio.to_thread.run_sync(
@@ -418,13 +419,9 @@ class Indexer:
     def _marker(self, record: LocationRecord) -> Marker:
         return Marker(self.library_uuid, record.uuid, self.device_id)
 
-    def _publish(
-        self, location_id: int, changes: ChangeSet, deleted: Sequence[bytes]
-    ) -> None:
-        if not self._feeds or (changes.empty and not deleted):
+    def _publish(self, location_id: int, paths: frozenset[bytes]) -> None:
+        if not self._feeds or not paths:
             return
-        paths = set(changes.upserts)
-        paths.update(deleted)
         for feed in list(self._feeds):
             feed.publish(location_id, paths)
 

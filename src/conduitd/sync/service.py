@@ -397,7 +397,7 @@ class FileSyncService:
             # The root itself changed: the resolver reads b"" as "everything",
             # so the whole trees must be loaded, not a subset of them.
             dirty = None
-        if dirty is None and self.one_shot and _bulk_comparable(conduit, endpoints):
+        if dirty is None and self.one_shot and self._bulk_comparable(endpoints):
             # Both indexes are fresh: compare them in SQL and resolve only the
             # paths that differ, as the daemon resolves its dirty paths.
             dirty = await self._bulk_dirty(conduit, record, endpoints)
@@ -468,10 +468,7 @@ class FileSyncService:
         endpoints: Endpoints,
     ) -> list[bytes] | None:
         """Every path where the indexes differ (None: the whole trees). Past
-        a point one query per path costs more than the whole trees, and a
-        folding root checks new names against every name it holds."""
-        if any(t.folds_names for t in self._traits(endpoints)):
-            return None
+        a point one query per path costs more than the whole trees."""
         differing = await self._differing(conduit, record, endpoints)
         if is_two_way(conduit):  # open conflicts are kept current (pending.py)
             rows = await self.conflict_rows.list(record.id, ConflictStatus.PENDING)
@@ -510,6 +507,18 @@ class FileSyncService:
             target_id,
             baseline_of=record.id if is_two_way(conduit) else None,
         )
+
+    def _bulk_comparable(self, endpoints: Endpoints) -> bool:
+        """Whether only the paths where the indexes differ need resolving.
+
+        Outside a union run the paths that agree need nothing (two-way runs
+        compare with the baseline too, see `differing_paths`; a union run
+        keeps the brakes' look at the whole trees). A folding root checks
+        new names against every name it holds: it resolves the whole trees.
+        """
+        if endpoints.index_lost:
+            return False
+        return not any(t.folds_names for t in self._traits(endpoints))
 
     def _fingerprint(self, conduit: ConduitConfig, endpoints: Endpoints) -> str:
         """Everything besides the indexes (and the clock) that decides what
@@ -812,14 +821,13 @@ class FileSyncService:
             generation = await self.conduits.complete_generation(
                 tx, generation.id, GenerationStatus.COMPLETED, error
             )
-            converged = (
+            if (
                 agreed is not None
                 and status is Verification.VERIFIED
                 and not union
                 and counts.errors_encountered == 0
                 and counts.conflicts_pending == 0
-            )
-            if converged and agreed is not None:
+            ):
                 await record_agreement(
                     tx,
                     record.id,
@@ -988,7 +996,7 @@ class FileSyncService:
         agreed = await current_agreement(
             self.library.db, endpoints.source.id, endpoints.target.id
         )
-        differing = await self._still_differing(conduit, endpoints, scope)
+        differing = await self._still_differing(endpoints, scope)
         check = None if differing is None else sorted(set(differing) & touched)
         load = scope if scope is not None else differing
         fresh = await self._snapshot(record, endpoints, load)
@@ -1050,10 +1058,7 @@ class FileSyncService:
         return everything.is_empty(count_conflicts=True) and not everything.held
 
     async def _still_differing(
-        self,
-        conduit: ConduitConfig,
-        endpoints: Endpoints,
-        scope: list[bytes] | None,
+        self, endpoints: Endpoints, scope: list[bytes] | None
     ) -> list[bytes] | None:
         """Every path where the two fresh indexes differ, when verification
         rescanned both whole and may compare them in bulk (else None).
@@ -1067,8 +1072,7 @@ class FileSyncService:
         """
         if scope is not None or not self.one_shot:
             return None
-        folding = any(t.folds_names for t in self._traits(endpoints))
-        if folding or not _bulk_comparable(conduit, endpoints):
+        if not self._bulk_comparable(endpoints):
             return None
         differing = await differing_paths(
             self.library.db, endpoints.source.id, endpoints.target.id
@@ -1137,15 +1141,6 @@ class FileSyncService:
                     tx, generation.id, GenerationStatus.INTERRUPTED, "interrupted"
                 )
             log.warning("generation_interrupted")
-
-
-def _bulk_comparable(conduit: ConduitConfig, endpoints: Endpoints) -> bool:
-    """Outside a union run the paths that agree need nothing.
-
-    (Two-way runs compare with the baseline too, see `differing_paths`; a
-    union run keeps the brakes' look at the whole trees.)
-    """
-    return not endpoints.index_lost
 
 
 def _destructive(operations: SyncOperations) -> bool:
