@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -221,3 +222,38 @@ def test_sync_right_after_a_change_takes_the_change(tmp_path: Path) -> None:
                     twin = tmp_path / f"{name}-{other}" / path.name
                     if path.name != ".conduitd":
                         assert twin.read_text() == path.read_text(), (name, path)
+
+
+def test_a_daemon_creates_a_missing_target_on_the_first_run(tmp_path: Path) -> None:
+    """Started before the target exists (a new conduit), the daemon finds it
+    missing; the first run creates it (DESIGN.md Safety), as a one-shot run
+    does, instead of refusing it as unmounted until the next backoff."""
+    conduit = _conduit(tmp_path, "m")
+    (tmp_path / "m-dst").rmdir()
+    (tmp_path / "m-src" / "a.txt").write_text("a")
+    config = write_config(tmp_path / "c.toml", tmp_path / "state", [conduit])
+    with running_daemon(config, tmp_path) as daemon:
+        daemon.wait_logged("location_unmounted")
+        result = run_cli("sync", "m", "--json", config=config)
+        assert result.returncode == 0, result.stderr + result.stdout
+        assert json.loads(result.stdout)["files_copied"] == 1
+        assert (tmp_path / "m-dst" / "a.txt").read_text() == "a"
+        # Watched from then on: the next run sees a new file at once.
+        (tmp_path / "m-src" / "b.txt").write_text("b")
+        result = run_cli("sync", "m", "--json", config=config)
+        assert result.returncode == 0, result.stderr + result.stdout
+        assert (tmp_path / "m-dst" / "b.txt").read_text() == "b"
+
+
+def test_a_daemon_never_creates_a_target_after_the_first_run(tmp_path: Path) -> None:
+    """A target that vanishes after a conduit has run is taken for an
+    unmounted disk: refused, never created again."""
+    conduit = _conduit(tmp_path, "m")
+    (tmp_path / "m-src" / "a.txt").write_text("a")
+    config = write_config(tmp_path / "c.toml", tmp_path / "state", [conduit])
+    assert run_cli("sync", "m", config=config).returncode == 0
+    shutil.rmtree(tmp_path / "m-dst")
+    with running_daemon(config, tmp_path):
+        result = run_cli("sync", "m", "--json", config=config)
+        assert result.returncode == 3, result.stdout
+        assert not (tmp_path / "m-dst").exists()

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import anyio
@@ -93,6 +93,10 @@ class _Watch:
     ready: bool = False
     scope: anyio.CancelScope | None = None
     stop: anyio.Event | None = None
+    # set to cut the backoff before the next attempt short
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    # set when an attempt has watched and scanned, or has given up
+    attempted: anyio.Event = field(default_factory=anyio.Event)
 
 
 class Indexer:
@@ -528,6 +532,18 @@ class Indexer:
         if location_id not in self._watches:
             await self._start_watch(self._task_group, location_id)
 
+    async def retry_now(self, location_id: int, timeout_s: float = 5.0) -> None:
+        """Look at an unmounted location again at once, rather than after its
+        backoff (a run just created its missing root), and wait up to
+        `timeout_s` for that attempt to watch and scan it, or give up."""
+        watch = self._watches.get(location_id)
+        if watch is None:
+            return
+        attempted = watch.attempted = anyio.Event()
+        watch.wake.set()
+        with anyio.move_on_after(timeout_s):
+            await attempted.wait()
+
     def remove_watch(self, location_id: int) -> None:
         """Stop watching a location (config reload)."""
         watch = self._watches.get(location_id)
@@ -547,8 +563,9 @@ class Indexer:
         self._watches[location_id] = watch
         started = False
 
-        def first_attempt_done() -> None:
+        def attempt_done() -> None:
             nonlocal started
+            watch.attempted.set()
             if not started:
                 started = True
                 task_status.started()
@@ -560,20 +577,25 @@ class Indexer:
                 while True:
                     began = time.monotonic()
                     try:
-                        await self._watch_attempt(watch, first_attempt_done)
+                        await self._watch_attempt(watch, attempt_done)
                     except Exception:
                         # Even marking the location failed (the database?):
                         # keep supervising, never take the other watchers down.
                         logger.exception(
                             "watcher_supervision_failed", location_id=location_id
                         )
-                    first_attempt_done()
+                    attempt_done()
                     if time.monotonic() - began > BACKOFF_RESET_S:
                         backoff = BACKOFF_MIN_S
-                    await anyio.sleep(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX_S)
+                    with anyio.move_on_after(backoff):
+                        await watch.wake.wait()
+                    if watch.wake.is_set():
+                        watch.wake = anyio.Event()
+                        backoff = BACKOFF_MIN_S
+                    else:
+                        backoff = min(backoff * 2, BACKOFF_MAX_S)
         finally:
-            first_attempt_done()
+            attempt_done()
             self._watches.pop(location_id, None)
 
     async def _watch_attempt(self, watch: _Watch, on_ready: Callable[[], None]) -> None:

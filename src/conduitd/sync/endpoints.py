@@ -48,8 +48,9 @@ def _is_dir(path: Path) -> bool:
 
 async def ensure_roots(
     conduit: ConduitConfig, *, first_run: bool, dry_run: bool
-) -> None:
+) -> bool:
     """Refuse a missing source; create a missing target only on a first run.
+    True when the target was created.
 
     A missing source is never created: an absent source is far more often an
     unmounted disk than a wish. In bidirectional mode either side may be the
@@ -62,7 +63,7 @@ async def ensure_roots(
             " a directory; conduitd never creates a source (is a disk unmounted?)"
         )
     if await anyio.to_thread.run_sync(_is_dir, conduit.target):
-        return
+        return False
     parent_ok = await anyio.to_thread.run_sync(_is_dir, conduit.target.parent)
     if not (first_run and parent_ok):
         raise SafetyRefusal(
@@ -70,8 +71,10 @@ async def ensure_roots(
             " created only on a conduit's first run and only under an existing"
             " directory"
         )
-    if not dry_run:
-        await anyio.to_thread.run_sync(_make_target, conduit.target)
+    if dry_run:
+        return False
+    await anyio.to_thread.run_sync(_make_target, conduit.target)
+    return True
 
 
 def _make_target(target: Path) -> None:

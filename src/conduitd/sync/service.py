@@ -389,9 +389,14 @@ class FileSyncService:
     ) -> GenerationRecord | None:
         log = logger.bind(conduit=conduit.name)
         record = await self._record(conduit)
-        await ensure_roots(
+        created = await ensure_roots(
             conduit, first_run=record.sync_generation == 0, dry_run=False
         )
+        if created and not self.one_shot:
+            # The daemon's watcher found the target missing at start and waits
+            # out a backoff before it looks again: have it look now.
+            _source_id, target_id = await self._location_ids(record)
+            await self.indexer.retry_now(target_id)
         endpoints = await self._endpoints(record, scan=self.one_shot)
         if dirty is not None and b"" in dirty:
             # The root itself changed: the resolver reads b"" as "everything",
