@@ -165,6 +165,7 @@ _GUARD_SCRIPT = """
 mount -t tmpfs -o size=4m tmpfs "$TARGET" || exit 99
 "$PY" -m conduitd --config "$CONFIG" sync photos >/dev/null; echo "first=$?"
 head -c 2097152 /dev/urandom > "$SOURCE/second.bin"
+"$PY" -m conduitd --config "$CONFIG" sync photos --dry-run --json; echo "dry=$?"
 "$PY" -m conduitd --config "$CONFIG" sync photos >/dev/null; echo "second=$?"
 ls -A "$TARGET"
 """
@@ -193,9 +194,14 @@ def test_free_space_guard_on_a_small_tmpfs_target(
         check=False,
     )
     # 4 MiB: 2 MiB to write plus 1 MiB to keep fits; a second 2 MiB does not.
+    # The dry run says so too (its plan, refused; exit 3 as the run would).
     lines = result.stdout.splitlines()
-    assert lines[:2] == ["first=0", "second=3"], result.stderr
-    assert sorted(lines[2:]) == [".conduitd", "first.bin"]  # nothing else written
+    assert lines[0] == "first=0", result.stderr
+    plan = json.loads(lines[1])
+    assert "not enough free space" in plan["refused"]
+    assert [op["path"] for op in plan["operations"]] == ["second.bin"]
+    assert lines[2:4] == ["dry=3", "second=3"], result.stderr
+    assert sorted(lines[4:]) == [".conduitd", "first.bin"]  # nothing else written
     assert "not enough free space" in result.stderr
     status = json.loads(run_cli("status", "--json", config=config).stdout)
     assert "not enough free space" in status["conduits"][0]["last_error"]

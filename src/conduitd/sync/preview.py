@@ -36,6 +36,7 @@ from conduitd.sync.resolver import (
     resolve_selective,
 )
 from conduitd.sync.rules import IndexRules
+from conduitd.sync.space import check_free_space
 
 _VALUES_SQL = (
     "SELECT e.relative_path, e.kind, e.size, e.mtime_ns, e.ctime_ns, e.inode, e.mode,"
@@ -225,5 +226,17 @@ async def preview(
         or check_delete_ratio(
             ops, target, rules, conduit.max_delete_percent, force, source=source
         )
+        or await check_free_space(
+            conduit, ops, await anyio.to_thread.run_sync(_existing_roots, conduit)
+        )
     )
     return plan_document(conduit.name, ops, refused)
+
+
+def _existing_roots(conduit: ConduitConfig) -> dict[str, Path]:
+    """Each side's root, or for a target a first run would create, its parent
+    (the filesystem it would be made on)."""
+    target = conduit.target
+    if not target.is_dir():
+        target = target.parent
+    return {"source": conduit.source, "target": target}
