@@ -257,3 +257,35 @@ def test_a_daemon_never_creates_a_target_after_the_first_run(tmp_path: Path) -> 
         result = run_cli("sync", "m", "--json", config=config)
         assert result.returncode == 3, result.stdout
         assert not (tmp_path / "m-dst").exists()
+
+
+def test_a_restore_asked_during_a_run_waits_for_the_run_to_end(
+    tmp_path: Path,
+) -> None:
+    """A restore (and a trash purge) holds the conduit's writer slot, as a run
+    and a resolve do: it never writes a root or its trash while a run does."""
+    slow = _conduit(tmp_path, "m", bandwidth_limit_mbps=8)  # 1 MB/s
+    src, dst = tmp_path / "m-src", tmp_path / "m-dst"
+    config = write_config(tmp_path / "c.toml", tmp_path / "state", [slow])
+    (src / "a.txt").write_text("one")
+    assert run_cli("sync", "m", config=config).returncode == 0
+    (src / "a.txt").write_text("two")  # "one" goes to the target's trash
+    assert run_cli("sync", "m", config=config).returncode == 0
+    (src / "large.bin").write_bytes(os.urandom(3 << 20))  # ~3 s at 1 MB/s
+    state = tmp_path / "state"
+    with running_daemon(config, tmp_path) as daemon:
+        import threading
+
+        run = threading.Thread(target=lambda: call(state, "sync", {"name": "m"}))
+        run.start()
+        tmp_dir = dst / ".conduitd" / "tmp"
+        wait_for(lambda: tmp_dir.is_dir() and any(tmp_dir.iterdir()), "the copy")
+        restored = call(
+            state, "restore", {"name": "m", "path": "a.txt", "to": str(tmp_path / "a")}
+        )
+        # The run had finished (its file in place) before the restore wrote.
+        assert (dst / "large.bin").exists()
+        run.join(timeout=30)
+        assert isinstance(restored, dict)
+        assert (tmp_path / "a").read_text() == "one"
+        assert daemon.logged("generation_finished", conduit="m")

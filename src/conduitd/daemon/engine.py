@@ -10,6 +10,7 @@ last error.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -56,13 +57,19 @@ RunFactory = Callable[[ConduitContext], RunFunction]
 
 
 class ConflictResolving(Protocol):
-    """`conduitd resolve` in the daemon (the sync engine implements it).
+    """`conduitd resolve` in the daemon, and the writer slot of each conduit
+    (the sync engine implements it).
 
-    It must share the conduits' FileSyncService, so that a resolve and a run
-    of the same conduit never overlap.
+    It must share the conduits' FileSyncService, so that a resolve, a restore
+    or a trash purge never overlaps a run of the same conduit.
     """
 
     async def resolve_conflict(self, conflict_id: int, keep: str) -> object: ...
+
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Hold conduit `name`'s writer slot: no run of it starts or goes on
+        until the block ends (it waits for a run going on)."""
+        ...
 
 
 class SyncEngineUnavailable(NotAvailableYet):

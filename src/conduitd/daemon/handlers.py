@@ -8,6 +8,7 @@ here.
 from __future__ import annotations
 
 import os
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 from conduitd import __version__
@@ -199,15 +200,17 @@ class DaemonHandlers:
         dest = params.get("to")
         if dest is not None and not (isinstance(dest, str) and os.path.isabs(dest)):
             raise UsageError("params.to must be an absolute path")
-        return await restore_version(
-            supervisor.library,
-            supervisor.transactions,
-            supervisor.config,
-            _text(params, "name"),
-            path_from_user(_text(params, "path")),
-            generation=generation,
-            dest=Path(dest) if dest else None,
-        )
+        name = _text(params, "name")
+        async with self._writer_slot(name):
+            return await restore_version(
+                supervisor.library,
+                supervisor.transactions,
+                supervisor.config,
+                name,
+                path_from_user(_text(params, "path")),
+                generation=generation,
+                dest=Path(dest) if dest else None,
+            )
 
     async def trash_purge(self, params: JsonObject, progress: ProgressSink) -> object:
         """`trash purge NAME [--older-than D]`: prune the conduit's trash now."""
@@ -225,13 +228,20 @@ class DaemonHandlers:
         ):
             raise UsageError("params.older_than_s must be a number of seconds >= 0")
         conduit = supervisor.config.conduit(_text(params, "name"))
-        summary = await prune_conduit_trash(
-            supervisor.library,
-            supervisor.transactions,
-            conduit,
-            older_than_s=None if older_than_s is None else float(older_than_s),
-        )
+        async with self._writer_slot(conduit.name):
+            summary = await prune_conduit_trash(
+                supervisor.library,
+                supervisor.transactions,
+                conduit,
+                older_than_s=None if older_than_s is None else float(older_than_s),
+            )
         return summary.document()
+
+    def _writer_slot(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Conduit `name`'s writer slot: a restore or a purge waits for a run
+        of it to end, and a run waits for them (see ConflictResolving)."""
+        engine = self._supervisor.conflict_resolver
+        return nullcontext() if engine is None else engine.exclusive(name)
 
 
 def _text(params: JsonObject, key: str) -> str:

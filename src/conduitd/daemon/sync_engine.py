@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 
 import anyio
@@ -98,6 +99,14 @@ class SyncEngine:
         return resolve_document(
             done.conduit, conflict_id, keep, done.resolved, done.generation
         )
+
+    def exclusive(self, name: str) -> AbstractAsyncContextManager[None]:
+        """Conduit `name`'s writer slot (see `ConflictResolving`); nothing to
+        hold for a conduit that does not run here."""
+        context = self.contexts.get(name)
+        if context is None:
+            return nullcontext()
+        return self._service(context).writer_slot(name)
 
     def _service(self, context: ConduitContext) -> FileSyncService:
         if self.service is None:

@@ -306,6 +306,11 @@ class FileSyncService:
     def _run_lock(self, name: str) -> anyio.Lock:
         return self._run_locks.setdefault(name, anyio.Lock())
 
+    def writer_slot(self, name: str) -> anyio.Lock:
+        """What a run of conduit `name` holds: hold it (`async with`) to write
+        its roots or trash outside a run (a restore, a trash purge)."""
+        return self._run_lock(name)
+
     async def settle_now(
         self,
         name: str,
