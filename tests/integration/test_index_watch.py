@@ -375,6 +375,49 @@ async def test_watcher_stops_promptly_when_cancelled(
     assert not indexer.watching(record.id)
 
 
+async def test_setting_the_watches_up_never_blocks_the_event_loop(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adding the recursive watches of a big tree takes a while (0.5 s for
+    100k files): it happens in a worker thread, never on the loop's."""
+    import time
+
+    import watchfiles._rust_notify
+    import watchfiles.main
+
+    real = watchfiles._rust_notify.RustNotify
+
+    def slow_setup(*args: object) -> object:
+        time.sleep(0.6)  # as a big tree would
+        return real(*args)
+
+    monkeypatch.setattr(watchfiles._rust_notify, "RustNotify", slow_setup)
+    monkeypatch.setattr(watchfiles.main, "RustNotify", slow_setup)  # awatch's
+    gaps: list[float] = []
+    stop = anyio.Event()
+
+    async def tick() -> None:
+        last = time.monotonic()
+        while not stop.is_set():
+            await anyio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tick)
+            await anyio.sleep(0.05)  # ticking before the setup starts
+            batches = watch_batches(os.fsencode(root), stop, timeout_ms=100)
+            try:
+                await batches.__anext__()  # live: the setup is done
+            finally:
+                stop.set()
+                await batches.aclose()
+    assert sum(gaps) >= 0.6
+    assert max(gaps) < 0.3  # the loop kept turning through the setup
+
+
 async def test_index_of_a_library_opened_again_is_ready_after_watch_start(
     tmp_path: Path, root: Path
 ) -> None:

@@ -549,7 +549,7 @@ class Indexer:
         watch = self._watches.get(location_id)
         if watch is not None:
             if watch.stop is not None:
-                watch.stop.set()  # before cancelling: awatch's thread ends at once
+                watch.stop.set()  # before cancelling: the watch thread ends at once
             if watch.scope is not None:
                 watch.scope.cancel()
 
@@ -599,7 +599,7 @@ class Indexer:
             self._watches.pop(location_id, None)
 
     async def _watch_attempt(self, watch: _Watch, on_ready: Callable[[], None]) -> None:
-        """One watcher lifetime: start awatch, rescan, apply batches; returns
+        """One watcher lifetime: start watching, rescan, apply batches; returns
         (after marking the location) when the watcher fails or the root is lost."""
         record = await self.location(watch.location_id)
         try:
@@ -705,7 +705,7 @@ def _report(
 
 
 async def _set_when_cancelled(stop: anyio.Event) -> None:
-    """Set awatch's stop event as soon as the watch is cancelled from outside,
+    """Set the watch's stop event as soon as it is cancelled from outside,
     so that its worker thread ends within one step instead of its timeout."""
     try:
         await anyio.sleep_forever()

@@ -16,8 +16,7 @@ barrier timeouts and the periodic rescan.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -65,11 +64,11 @@ class ConduitdTmpFilter:
         self._tmp = os.path.join(root, os.fsdecode(CONDUITD_DIR), "tmp")
         self._tmp_slash = self._tmp + os.sep
 
-    def __call__(self, change: Change, path: str) -> bool:
+    def __call__(self, change: Change | int, path: str) -> bool:
         return not (path == self._tmp or path.startswith(self._tmp_slash))
 
 
-def translate(root: bytes, raw: set[tuple[Change, str]]) -> EventBatch:
+def translate(root: bytes, raw: Iterable[tuple[Change | int, str]]) -> EventBatch:
     """Relative byte paths of an awatch batch; `.conduitd/` handled apart."""
     batch = EventBatch()
     prefix = root + b"/"
@@ -122,27 +121,49 @@ async def watch_batches(
     Set `stop_event` before cancelling the consumer, or the watch thread
     lingers until its timeout.
     """
-    # Imported here: a one-shot `sync` imports this module but never watches,
-    # and watchfiles costs it ~4 ms.
-    from watchfiles import awatch
+    # watchfiles' RustNotify, as its `awatch` drives it, but built in a worker
+    # thread: awatch builds it on the event loop's, and building it adds the
+    # recursive watches (0.5 s for a 100k-file tree, during which the daemon
+    # answered nothing). Imported here: a one-shot `sync` imports this module
+    # but never watches, and watchfiles costs it ~4 ms.
+    from watchfiles._rust_notify import RustNotify
+    from watchfiles.main import (
+        _default_debug,
+        _default_force_polling,
+        _default_poll_delay_ms,
+    )
 
     text_root = os.fsdecode(root)
-    changes = awatch(
-        text_root,
-        watch_filter=ConduitdTmpFilter(text_root),
-        stop_event=stop_event,
-        step=step_ms,
-        debounce=debounce_ms,
-        rust_timeout=timeout_ms,
-        yield_on_timeout=True,
-        recursive=True,
+    keep = ConduitdTmpFilter(text_root)
+    watcher = await anyio.to_thread.run_sync(
+        RustNotify,
+        [text_root],
+        _default_debug(None),
+        _default_force_polling(None),
+        _default_poll_delay_ms(300),
+        True,  # recursive
         # An unreadable subdirectory must not blind the whole root: it is
         # flagged by the scanner and rescanned periodically.
-        ignore_permission_denied=True,
+        True,  # ignore_permission_denied
     )
-    async with aclosing(changes):
-        async for raw in changes:
-            if not raw:
+    try:
+        while True:
+            try:
+                raw = await anyio.to_thread.run_sync(
+                    watcher.watch, debounce_ms, step_ms, timeout_ms, stop_event
+                )
+            except anyio.get_cancelled_exc_class():
+                stop_event.set()
+                raise
+            if raw == "timeout":
                 yield None
-                continue
-            yield translate(root, raw)
+            elif raw == "stop":
+                return
+            elif raw == "signal":
+                raise RuntimeError("the watch thread received a signal")
+            else:
+                kept = {(change, path) for change, path in raw if keep(change, path)}
+                if kept:
+                    yield translate(root, kept)
+    finally:
+        watcher.close()
