@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 from conduitd.client import call
@@ -289,3 +290,30 @@ def test_a_restore_asked_during_a_run_waits_for_the_run_to_end(
         assert isinstance(restored, dict)
         assert (tmp_path / "a").read_text() == "one"
         assert daemon.logged("generation_finished", conduit="m")
+
+
+def test_on_error_runs_in_the_daemon_when_an_automatic_run_fails(
+    tmp_path: Path,
+) -> None:
+    """The hook of an instant conduit whose run is refused by the daemon
+    itself (no CLI involved) gets the JSON summary on stdin."""
+    report = tmp_path / "hook.json"
+    hook = "import sys, pathlib; pathlib.Path(sys.argv[1]).write_text(sys.stdin.read())"
+    conduit = _conduit(
+        tmp_path,
+        "m",
+        schedule="instant",
+        on_error=[sys.executable, "-c", hook, str(report)],
+    )
+    src, dst = tmp_path / "m-src", tmp_path / "m-dst"
+    (src / "a.txt").write_text("a")
+    config = write_config(tmp_path / "c.toml", tmp_path / "state", [conduit])
+    assert run_cli("sync", "m", config=config).returncode == 0
+    with running_daemon(config, tmp_path):
+        (src / "a.txt").unlink()  # an empty source facing a full target
+        wait_for(report.exists, "the on_error hook")
+        wait_for(lambda: report.read_text().endswith("}"), "the whole summary")
+    summary = json.loads(report.read_text())
+    assert (summary["conduit"], summary["outcome"]) == ("m", "refused")
+    assert "empty source" in summary["error"]
+    assert (dst / "a.txt").read_text() == "a"
