@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,3 +146,24 @@ def test_a_cached_directory_is_forgotten_at_every_rename_of_its_ancestor(
     assert os.listdir(top / "y" / "b") == ["one"]
     assert os.listdir(top / "z" / "b") == ["two"]
     assert os.listdir(top / "a" / "b") == ["three"]
+
+
+def test_a_walk_from_a_cached_directory_still_refuses_a_swapped_in_symlink(
+    tmp_path: Path,
+) -> None:
+    """A directory not cached yet is opened from its nearest cached ancestor,
+    one no-follow step at a time as from the root: a component swapped for a
+    symlink below that ancestor fails the walk, and nothing lands outside."""
+    top, outside = tmp_path / "root", tmp_path / "outside"
+    (top / "a" / "b" / "c").mkdir(parents=True)
+    outside.mkdir()
+    with RootFs(top) as fs, fs.cached_dirs():
+        fs.mkdir(b"a/b/first", 0o755)  # `a/b` is cached from here on
+        shutil.rmtree(top / "a" / "b" / "c")
+        (top / "a" / "b" / "c").symlink_to(outside)
+        with pytest.raises(OSError, match=r"Not a directory|symbolic links") as caught:
+            fs.mkdir(b"a/b/c/escaped", 0o755)
+        assert caught.value.errno in (errno.ELOOP, errno.ENOTDIR)
+        fs.mkdir(b"a/b/first/deeper", 0o755)  # from the cached `a/b`
+    assert os.listdir(outside) == []
+    assert (top / "a" / "b" / "first" / "deeper").is_dir()

@@ -94,9 +94,10 @@ class RootFs:
 
     # -- walking ---------------------------------------------------------------
 
-    def _walk(self, parts: tuple[bytes, ...]) -> int:
-        """Open the directory at `parts` (new fd), one no-follow step at a time."""
-        fd = os.dup(self.fileno())
+    def _walk(self, parts: tuple[bytes, ...], start: int | None = None) -> int:
+        """Open the directory at `parts` (new fd), one no-follow step at a time,
+        from the root or from `start` (an open directory, left open)."""
+        fd = os.dup(self.fileno() if start is None else start)
         try:
             for part in parts:
                 next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
@@ -158,11 +159,22 @@ class RootFs:
             fd = dirs.get(rel)
             if fd is not None:
                 return _OpenDir(fd, owned=False, cache=dirs)
-            fd = self.open_dir(rel)
+            fd = self._open_below_cached(dirs, rel)
             if dirs.add(rel, fd):
                 return _OpenDir(fd, owned=False, cache=dirs)
             return _OpenDir(fd, owned=True)
         return _OpenDir(self.open_dir(rel), owned=True)
+
+    def _open_below_cached(self, dirs: _DirCache, rel: bytes) -> int:
+        """`open_dir(rel)`, walking from its nearest cached ancestor: each new
+        trash directory of a commit was walked to from the root (four levels
+        down `.conduitd/trash/<generation>/`, issue 5 bench)."""
+        parts = split_relative(rel)
+        for depth in range(len(parts) - 1, 0, -1):
+            start = dirs.get(join_relative(parts[:depth]))
+            if start is not None:
+                return self._walk(parts[depth:], start)
+        return self._walk(parts)
 
     def parent(self, rel: bytes) -> _ParentDir:
         """The parent directory of `rel` (open) and the last component, for
