@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from conduitd.client import call
@@ -126,8 +127,6 @@ def test_sigterm_mid_copy_leaves_no_partial_file_and_restart_converges(
     daemon = DaemonProcess(config, tmp_path).start().wait_ready()
     try:
         tmp_dir = tmp_path / "big-dst" / ".conduitd" / "tmp"
-        import threading
-
         threading.Thread(
             target=lambda: run_cli("sync", "big", config=config, timeout=120),
             daemon=True,
@@ -275,8 +274,6 @@ def test_a_restore_asked_during_a_run_waits_for_the_run_to_end(
     (src / "large.bin").write_bytes(os.urandom(3 << 20))  # ~3 s at 1 MB/s
     state = tmp_path / "state"
     with running_daemon(config, tmp_path) as daemon:
-        import threading
-
         run = threading.Thread(target=lambda: call(state, "sync", {"name": "m"}))
         run.start()
         tmp_dir = dst / ".conduitd" / "tmp"
