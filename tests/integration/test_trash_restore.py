@@ -17,6 +17,7 @@ from conduitd.errors import SafetyRefusal
 from conduitd.jobs.restore import DestinationTaken
 from conduitd.oneshot import sync_once, writer_session
 from conduitd.oneshot_ops import purge_once, restore_once, trash_list_once
+from conduitd.sync import trash_retention
 from conduitd.sync.trash_retention import prune_conduit_trash
 from conduitd.timeutil import utc_now
 from helpers.cli import run_cli, write_config
@@ -143,7 +144,7 @@ async def test_bidirectional_conflict_loser_is_restored_on_its_own_side(
 
 
 async def test_retention_by_age_keeps_the_last_copy_of_a_vanished_path(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config, source, target = setup(tmp_path)
     write(source / "kept.txt", "1")
@@ -168,6 +169,22 @@ async def test_retention_by_age_keeps_the_last_copy_of_a_vanished_path(
     trash = target / ".conduitd" / "trash"
     assert [p.name for p in trash.rglob("*") if p.is_file()] == ["gone.txt"]
     assert [p.name for p in trash.iterdir()] == ["4"]  # empty generations removed
+
+    # From then on the old last copy is all there is: later passes (one after
+    # every run) find nothing to prune without loading the rows.
+    loads: list[int] = []
+    real_list = trash_retention.list_trashed
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        loads.append(1)
+        return await real_list(*args, **kwargs)
+
+    monkeypatch.setattr(trash_retention, "list_trashed", counted)
+    async with writer_session(config) as session:
+        again = await prune_conduit_trash(
+            session.library, session.tm, conduit, now=later
+        )
+    assert (again.pruned, again.kept, loads) == (0, 1, [])
 
 
 async def test_retention_by_size_prunes_the_oldest_generations_first(

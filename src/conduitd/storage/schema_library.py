@@ -224,10 +224,17 @@ CREATE TABLE conduit_agreement (
 );
 """
 
+# Trash retention (issue 9, seen at issue 5's bench): whether an old version
+# has a newer trashed copy is an index lookup by path, not a scan.
+TRASH_PATH_INDEX: Final = """
+CREATE INDEX idx_sync_trash_path ON sync_trash(conduit_id, relative_path);
+"""
+
 LIBRARY_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "initial library schema", INITIAL),
     Migration(201, "location marker flag", LOCATION_MARKER_FLAG),
     Migration(202, "entry listing digest", ENTRY_LISTING_DIGEST),
     Migration(203, "index of directory entries", ENTRY_DIRECTORY_INDEX),
     Migration(204, "index versions and conduit agreements", INDEX_AGREEMENT),
+    Migration(205, "trash rows by path", TRASH_PATH_INDEX),
 )
