@@ -153,6 +153,39 @@ def test_bidirectional_conflict_copy_names_get_numbers_on_collision(
     assert tree[make_copy] == b"s"
 
 
+def test_a_conflict_copy_name_taken_on_both_sides_is_numbered_too(
+    tmp_path: Path,
+) -> None:
+    """Names taken by files both sides agree on are outside the paths a run
+    compares: a second conflict on a path in the same second as the first
+    chose the first copy's name again, and the run failed verification
+    (found by the bidirectional state machine)."""
+    pair = Pair(tmp_path, conflict="create_conflict_file")
+    pair.write("source", "notes.txt", "base")
+    now = datetime.now(UTC)
+    squatted = []
+    for seconds in range(-1, 4):
+        stamp = (now + timedelta(seconds=seconds)).strftime("%Y%m%d-%H%M%S")
+        for side in ("source", "target"):
+            squatted.append(f"notes.conflict-{stamp}-{side}.txt")
+            pair.write("source", squatted[-1], "an earlier copy")
+    pair.sync()
+    pair.write("source", "notes.txt", "source edit", mtime_ns=OLDER)
+    pair.write("target", "notes.txt", "target edit", mtime_ns=NEWER)
+
+    result = pair.sync()
+
+    assert result["verification_status"] == "verified"
+    assert result["files_skipped"] == 0
+    tree = pair.assert_equal()
+    (copy,) = [c for c in conflict_copies(tree) if c not in squatted]
+    match = CONFLICT_NAME.match(copy)
+    assert match is not None
+    assert (match["side"], match["number"]) == ("source", "-2")
+    assert tree[copy] == b"source edit"
+    assert all(tree[name] == b"an earlier copy" for name in squatted)
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_bidirectional_losing_version_goes_to_trash_under_every_strategy(
     tmp_path: Path, strategy: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,17 @@ async def ensure_roots(
         return False
     await anyio.to_thread.run_sync(_make_target, conduit.target)
     return True
+
+
+def exists_in(*roots: Path) -> Callable[[bytes], bool]:
+    """Whether a relative path names anything under any of `roots` (blocking:
+    an lstat each)."""
+    raw = [os.fsencode(root) for root in roots]
+
+    def exists(relative_path: bytes) -> bool:
+        return any(os.path.lexists(root + b"/" + relative_path) for root in raw)
+
+    return exists
 
 
 def _make_target(target: Path) -> None:

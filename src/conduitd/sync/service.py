@@ -8,6 +8,7 @@ jobs re-check the disk before every destructive step; the rows that say
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import (
@@ -80,6 +81,7 @@ from conduitd.sync.endpoints import (
     Endpoints,
     check_identity,
     ensure_roots,
+    exists_in,
     is_two_way,
     wait_ready,
 )
@@ -422,7 +424,11 @@ class FileSyncService:
             refused = self._brake(conduit, whole, operations, force, endpoints)
         if refused is not None:
             await self._refuse(record, refused)
-        settlements = self._settle(conduit, operations, snapshot)
+        settlements = await anyio.to_thread.run_sync(
+            functools.partial(
+                self._settle, conduit, operations, snapshot, look_on_disk=True
+            )
+        )
         operations = apply_settlements(operations, settlements)
         pending = [s.conflict for s in settlements if s.pending]
         unrecorded = await refresh_pending(
@@ -716,12 +722,34 @@ class FileSyncService:
         raise SafetyRefusal(f"conduit {record.name!r} refused: {reason}")
 
     def _settle(
-        self, conduit: ConduitConfig, operations: SyncOperations, snapshot: Snapshot
+        self,
+        conduit: ConduitConfig,
+        operations: SyncOperations,
+        snapshot: Snapshot,
+        *,
+        look_on_disk: bool = False,
     ) -> tuple[Settlement, ...]:
+        """Settle the conflicts (blocking with `look_on_disk`: a worker thread).
+
+        Args:
+            look_on_disk: a conflict copy's name must also be free on disk.
+                A snapshot of the dirty paths only (the daemon, a one-shot
+                run's differing paths) does not hold the copies made before:
+                a second conflict on a path in the same second chose the
+                first one's name, its copy found the name taken, and the run
+                failed verification (found by the bidirectional machine).
+        """
         if not operations.conflicts:
             return ()
         resolver = ConflictResolver(conduit.conflict)
-        taken = taken_in(snapshot.source.keys(), snapshot.target.keys())
+        known = taken_in(snapshot.source.keys(), snapshot.target.keys())
+        taken = known
+        if look_on_disk:
+            on_disk = exists_in(conduit.source, conduit.target)
+
+            def taken(relative_path: bytes) -> bool:
+                return known(relative_path) or on_disk(relative_path)
+
         return resolver.settle_all(operations.conflicts, utc_now(), taken)
 
     async def _checked(
