@@ -424,11 +424,13 @@ class FileSyncService:
             refused = self._brake(conduit, whole, operations, force, endpoints)
         if refused is not None:
             await self._refuse(record, refused)
-        settlements = await anyio.to_thread.run_sync(
-            functools.partial(
-                self._settle, conduit, operations, snapshot, look_on_disk=True
+        settlements: tuple[Settlement, ...] = ()
+        if operations.conflicts:  # a thread hop only when there is something to do
+            settlements = await anyio.to_thread.run_sync(
+                functools.partial(
+                    self._settle, conduit, operations, snapshot, look_on_disk=True
+                )
             )
-        )
         operations = apply_settlements(operations, settlements)
         pending = [s.conflict for s in settlements if s.pending]
         unrecorded = await refresh_pending(
