@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from conduitd.storage.database import Database, Row, Transaction
+from conduitd.storage.database import IN_LIST_MAX, Database, Row, Transaction
 from conduitd.storage.models import BaselineRow, EntryKind
 
 _SELECT: Final = (
@@ -14,8 +14,6 @@ _SELECT: Final = (
 )
 # Above this many subtrees one whole load costs less than a query per subtree.
 _SUBSET_QUERIES_MAX: Final = 5_000
-# Paths per IN list (SQLite's bound-parameter limit is 999 in older builds).
-_IN_CHUNK: Final = 500
 
 
 def _rows(rows: Iterable[Row]) -> dict[bytes, BaselineRow]:
@@ -51,8 +49,8 @@ async def load_baseline_subset(
         whole = await load_baseline(db, conduit_id)
         return {p: row for p, row in whole.items() if _has_ancestor_in(p, wanted)}
     found: dict[bytes, BaselineRow] = {}
-    for start in range(0, len(tops), _IN_CHUNK):
-        chunk = tops[start : start + _IN_CHUNK]
+    for start in range(0, len(tops), IN_LIST_MAX):
+        chunk = tops[start : start + IN_LIST_MAX]
         marks = ", ".join("?" * len(chunk))
         rows = await db.fetch_all(
             f"{_SELECT} AND relative_path IN ({marks})", (conduit_id, *chunk)

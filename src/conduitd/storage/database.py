@@ -18,6 +18,9 @@ SqlParams: TypeAlias = Sequence[SqlParam]
 Row: TypeAlias = sqlite3.Row
 
 BUSY_TIMEOUT_MS = 10_000
+# Values per IN (...) list: SQLite allows 999 bound parameters in older
+# builds; stay well under.
+IN_LIST_MAX = 500
 
 
 @contextmanager

@@ -18,6 +18,7 @@ from typing import Final, Protocol, TypeAlias
 
 from conduitd.storage.database import (
     BUSY_TIMEOUT_MS,
+    IN_LIST_MAX,
     Row,
     SqlParam,
     SqlParams,
@@ -42,8 +43,6 @@ SYMLINK_TARGET: Final = 7
 UNREADABLE: Final = 8
 
 ROOT_PATH: Final = b""
-# SQLite binds at most 32766 variables; stay far below for IN (...) lists.
-_IN_CHUNK: Final = 500
 
 _VALUE_COLUMNS: Final = (
     "kind, size, mtime_ns, ctime_ns, inode, mode, content_id, symlink_target,"
@@ -140,8 +139,8 @@ async def load_entry_subset(
     found: dict[bytes, EntryValues] = {}
     exact = sorted(ancestors | set(tops))
     sql = f"SELECT relative_path, {_VALUE_COLUMNS} FROM entry WHERE location_id = ?"
-    for start in range(0, len(exact), _IN_CHUNK):
-        chunk = exact[start : start + _IN_CHUNK]
+    for start in range(0, len(exact), IN_LIST_MAX):
+        chunk = exact[start : start + IN_LIST_MAX]
         marks = ", ".join("?" * len(chunk))
         rows = await db.fetch_all(
             f"{sql} AND relative_path IN ({marks})", [location_id, *chunk]
@@ -331,8 +330,8 @@ async def fetch_entry_values(
     """The rows of the given paths that exist (chunked `IN` queries)."""
     wanted = list(dict.fromkeys(paths))
     found: dict[bytes, EntryValues] = {}
-    for start in range(0, len(wanted), _IN_CHUNK):
-        chunk = wanted[start : start + _IN_CHUNK]
+    for start in range(0, len(wanted), IN_LIST_MAX):
+        chunk = wanted[start : start + IN_LIST_MAX]
         marks = ", ".join("?" * len(chunk))
         rows = await db.fetch_all(
             f"SELECT relative_path, {_VALUE_COLUMNS} FROM entry"

@@ -6,7 +6,7 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from conduitd.storage.database import Database, Row, Transaction
+from conduitd.storage.database import IN_LIST_MAX, Database, Row, Transaction
 from conduitd.timeutil import utc_now_text
 
 
@@ -146,10 +146,6 @@ async def delete_trashed(tx: Transaction, ids: Iterable[int]) -> None:
     await tx.execute_many("DELETE FROM sync_trash WHERE id = ?", [(i,) for i in ids])
 
 
-# SQLite allows 999 bound parameters in older builds; stay well under.
-_IN_BATCH = 500
-
-
 async def existing_paths(
     db: Database, location_ids: Iterable[int], paths: Iterable[bytes]
 ) -> set[bytes]:
@@ -157,8 +153,8 @@ async def existing_paths(
     wanted = sorted(set(paths))
     locations = tuple(location_ids)
     found: set[bytes] = set()
-    for start in range(0, len(wanted), _IN_BATCH):
-        batch = wanted[start : start + _IN_BATCH]
+    for start in range(0, len(wanted), IN_LIST_MAX):
+        batch = wanted[start : start + IN_LIST_MAX]
         rows = await db.fetch_all(
             "SELECT DISTINCT relative_path FROM entry WHERE location_id IN"
             f" ({', '.join('?' * len(locations))}) AND relative_path IN"

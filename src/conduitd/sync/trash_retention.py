@@ -59,12 +59,15 @@ class RetentionPolicy:
         age = conduit.trash_retention_s if older_than_s is None else older_than_s
         return cls(max_age_s=age, max_bytes=conduit.trash_max_bytes)
 
+    def over_cap(self, totals: TrashTotals) -> bool:
+        return self.max_bytes is not None and totals.size > self.max_bytes
+
     def may_prune(self, totals: TrashTotals, now: datetime) -> bool:
         """False when no version is old enough and the total fits the cap:
         `select_prunable` would then choose nothing."""
         if totals.count == 0:
             return False
-        if self.max_bytes is not None and totals.size > self.max_bytes:
+        if self.over_cap(totals):
             return True
         if self.max_age_s is None or totals.oldest_trashed_at is None:
             return False
@@ -225,7 +228,7 @@ async def _over_cap_or_expired(
     """Past `may_prune`: over the cap, or a version too old that is not a
     kept last copy. Once a month has gone by, an old last copy nearly always
     exists: `may_prune` alone then loaded every row after every run."""
-    if policy.max_bytes is not None and totals.size > policy.max_bytes:
+    if policy.over_cap(totals):
         return True
     if policy.max_age_s is None:
         return False
