@@ -14,7 +14,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from conduitd.index import Indexer, LocationState
-from conduitd.index.watcher import EventBatch, WatcherOverflow, watch_batches
+from conduitd.index.watcher import (
+    EventBatch,
+    WatcherOverflow,
+    WatchPace,
+    watch_batches,
+)
 from conduitd.storage.entries import load_entry_map
 from conduitd.storage.library import Library, open_library
 from conduitd.storage.locations import LocationRecord, ensure_location
@@ -275,6 +280,45 @@ async def test_barrier_returns_once_earlier_changes_are_indexed(
     assert len(entries) == 101
 
 
+async def test_a_hurried_watch_delivers_at_once_and_an_idle_one_waits_its_step(
+    root: Path,
+) -> None:
+    # A step of two minutes: only hurrying can deliver within the deadline.
+    pace = WatchPace(step_ms=120_000)
+    stop = anyio.Event()
+    live, done = anyio.Event(), anyio.Event()
+    seen: set[bytes] = set()
+
+    async def consume() -> None:
+        try:
+            async for batch in watch_batches(os.fsencode(root), stop, pace=pace):
+                live.set()
+                if batch is not None:
+                    seen.update(batch.paths)
+        finally:
+            done.set()
+
+    async def both_seen() -> bool:
+        return {b"idle", b"hurried"} <= seen
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        try:
+            with pace.hurried(), anyio.fail_after(DEADLINE_S):
+                await live.wait()
+            (root / "idle").write_bytes(b"waits out the step")
+            await anyio.sleep(1)
+            assert not seen
+            with pace.hurried():
+                (root / "hurried").write_bytes(b"delivered at once")
+                await wait_for(both_seen)
+        finally:
+            stop.set()
+            pace.nudge()  # or the watch thread ends only after its step
+        with anyio.fail_after(DEADLINE_S):
+            await done.wait()
+
+
 async def test_barrier_without_watcher_rescans(library: Library, root: Path) -> None:
     record = await add_location(library, root)
     indexer = Indexer.for_library(library)
@@ -295,10 +339,10 @@ def _dropping(predicate: Callable[[EventBatch], bool], *, fail: bool = False) ->
     failed = False
 
     async def source(
-        root: bytes, stop_event: anyio.Event, *, step_ms: int
+        root: bytes, stop_event: anyio.Event, *, pace: WatchPace
     ) -> AsyncGenerator[EventBatch | None, None]:
         nonlocal failed
-        async for batch in watch_batches(root, stop_event, step_ms=step_ms):
+        async for batch in watch_batches(root, stop_event, pace=pace):
             if batch is not None and predicate(batch):
                 if fail and not failed:
                     failed = True

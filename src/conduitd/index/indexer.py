@@ -45,6 +45,7 @@ from conduitd.index.watcher import (
     DEFAULT_STEP_MS,
     EventBatch,
     EventSource,
+    WatchPace,
     watch_batches,
 )
 from conduitd.storage.database import Database
@@ -90,6 +91,7 @@ class ScanReport:
 @dataclass(slots=True)
 class _Watch:
     location_id: int
+    pace: WatchPace
     ready: bool = False
     scope: anyio.CancelScope | None = None
     stop: anyio.Event | None = None
@@ -453,9 +455,8 @@ class Indexer:
         whole location when `paths` is None. Returns the location's state.
         """
         wanted = None if paths is None else set(paths)
-        if location_id in self._watches and await self._barrier_by_watcher(
-            location_id, timeout_s
-        ):
+        watch = self._watches.get(location_id)
+        if watch is not None and await self._barrier_by_watcher(watch, timeout_s):
             return await self.state(location_id)
         if wanted is None:
             return (await self.scan(location_id)).state
@@ -463,28 +464,32 @@ class Indexer:
         # does the barrier (verification probes every path a run touched).
         return (await self.refresh(location_id, wanted, reread=False)).state
 
-    async def _barrier_by_watcher(self, location_id: int, timeout_s: float) -> bool:
+    async def _barrier_by_watcher(self, watch: _Watch, timeout_s: float) -> bool:
+        location_id = watch.location_id
         record = await self.location(location_id)
         token = uuid.uuid4().hex
         done = anyio.Event()
         self._barriers[token] = done
         self._barrier_locations[token] = location_id
         try:
-            try:
-                wrote = await anyio.to_thread.run_sync(
-                    rewrite_marker, record.root, token, limiter=self.limiter
+            # The watch thread looks for the marker's event at once, not after
+            # its step.
+            with watch.pace.hurried():
+                try:
+                    wrote = await anyio.to_thread.run_sync(
+                        rewrite_marker, record.root, token, limiter=self.limiter
+                    )
+                except OSError:
+                    wrote = False
+                if not wrote:
+                    return False
+                with anyio.move_on_after(timeout_s):
+                    await done.wait()
+                    return True
+                logger.warning(
+                    "barrier_timeout", location_id=location_id, timeout_s=timeout_s
                 )
-            except OSError:
-                wrote = False
-            if not wrote:
                 return False
-            with anyio.move_on_after(timeout_s):
-                await done.wait()
-                return True
-            logger.warning(
-                "barrier_timeout", location_id=location_id, timeout_s=timeout_s
-            )
-            return False
         finally:
             self._barriers.pop(token, None)
             self._barrier_locations.pop(token, None)
@@ -559,7 +564,7 @@ class Indexer:
     async def _supervise(
         self, location_id: int, *, task_status: TaskStatus[None]
     ) -> None:
-        watch = _Watch(location_id)
+        watch = _Watch(location_id, WatchPace(self.watch_step_ms))
         self._watches[location_id] = watch
         started = False
 
@@ -628,15 +633,14 @@ class Indexer:
         stop = anyio.Event()
         watch.stop = stop
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_set_when_cancelled, stop)
+            tg.start_soon(_set_when_cancelled, stop, watch.pace)
             try:
-                batches = self.event_source(
-                    record.root, stop, step_ms=self.watch_step_ms
-                )
+                batches = self.event_source(record.root, stop, pace=watch.pace)
                 async with aclosing(batches):
                     await self._consume(watch, record, batches, on_ready)
             finally:
                 stop.set()
+                watch.pace.nudge()
                 tg.cancel_scope.cancel()
 
     async def _consume(
@@ -704,10 +708,11 @@ def _report(
     )
 
 
-async def _set_when_cancelled(stop: anyio.Event) -> None:
+async def _set_when_cancelled(stop: anyio.Event, pace: WatchPace) -> None:
     """Set the watch's stop event as soon as it is cancelled from outside,
-    so that its worker thread ends within one step instead of its timeout."""
+    and cut its step short, so that its worker thread ends at once."""
     try:
         await anyio.sleep_forever()
     finally:
         stop.set()
+        pace.nudge()

@@ -16,7 +16,10 @@ barrier timeouts and the periodic rescan.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, Iterable
+import threading
+import time
+from collections.abc import AsyncGenerator, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -28,9 +31,15 @@ from conduitd.index.walk import is_conduitd_path
 if TYPE_CHECKING:
     from watchfiles import Change
 
-# watchfiles' default step: the latency floor is one step (BENCHMARKING.md);
-# a smaller one costs idle CPU for little gain (see bench/index_bench.py).
+# watchfiles' default step: an event is delivered one to two steps after it
+# happens (BENCHMARKING.md), and every step wakes a thread and takes the GIL,
+# so a short one costs idle CPU per watched root. Barriers do not wait for it
+# (`WatchPace`).
 DEFAULT_STEP_MS: Final = 50
+# RustNotify's own sleep per step: none (a zero sleep makes no syscall), the
+# step is spent in `WatchPace.pause`.
+_NOTIFY_STEP_MS: Final = 0
+_HURRIED_STEP_S: Final = 0.001
 DEFAULT_DEBOUNCE_MS: Final = 1_600
 # Every idle `timeout_ms` awatch yields an empty set: the first one proves the
 # watcher is live, later ones let the loop run its periodic checks.
@@ -99,11 +108,65 @@ def _note_conduitd(rel: bytes, batch: EventBatch) -> None:
             batch.marker_touched = True
 
 
+class WatchPace:
+    """How often a watch looks at its event buffer: every `step_ms`, or at
+    once while someone waits for it (`hurried`: a barrier).
+
+    RustNotify sleeps its own step, then asks `stop_event.is_set()`, then
+    looks at its buffer; a watch call cannot be cut short without losing the
+    events it holds. So the call is given no step of its own and the step is
+    spent in `is_set` instead (GIL released), where a barrier can end it: the
+    barrier's marker event is then delivered in a millisecond or two instead
+    of one to two idle steps, while an idle watch still wakes once a step.
+    """
+
+    def __init__(self, step_ms: int = DEFAULT_STEP_MS) -> None:
+        self.step_s = step_ms / 1000
+        self._waiters = 0
+        self._hurry = threading.Event()
+
+    @contextmanager
+    def hurried(self) -> Iterator[None]:
+        """Look at the buffer without pausing until the block ends."""
+        self._waiters += 1
+        self._hurry.set()
+        try:
+            yield
+        finally:
+            self._waiters -= 1
+            if not self._waiters:
+                self._hurry.clear()
+
+    def nudge(self) -> None:
+        """End a pause under way (a stop is then seen at once)."""
+        self._hurry.set()
+        if not self._waiters:
+            self._hurry.clear()
+
+    def pause(self) -> None:
+        """Called by the watch thread once per step."""
+        if self._hurry.wait(self.step_s):
+            time.sleep(_HURRIED_STEP_S)  # looking without pause would hog the GIL
+
+
+class _PacedStop:
+    """The `stop_event` given to RustNotify: pauses one step, then answers."""
+
+    def __init__(self, stop: anyio.Event, pace: WatchPace) -> None:
+        self.stop = stop
+        self.pace = pace
+
+    def is_set(self) -> bool:
+        if not self.stop.is_set():
+            self.pace.pause()
+        return self.stop.is_set()
+
+
 class EventSource(Protocol):
     """Where a location's watcher gets its batches (`watch_batches`)."""
 
     def __call__(
-        self, root: bytes, stop_event: anyio.Event, *, step_ms: int
+        self, root: bytes, stop_event: anyio.Event, *, pace: WatchPace
     ) -> AsyncGenerator[EventBatch | None, None]: ...
 
 
@@ -111,7 +174,7 @@ async def watch_batches(
     root: bytes,
     stop_event: anyio.Event,
     *,
-    step_ms: int = DEFAULT_STEP_MS,
+    pace: WatchPace | None = None,
     debounce_ms: int = DEFAULT_DEBOUNCE_MS,
     timeout_ms: int = DEFAULT_TIMEOUT_MS,
 ) -> AsyncGenerator[EventBatch | None, None]:
@@ -119,8 +182,10 @@ async def watch_batches(
 
     The first item (batch or None) is yielded once the watcher is live.
     Set `stop_event` before cancelling the consumer, or the watch thread
-    lingers until its timeout.
+    lingers until its timeout. `pace` sets the step.
     """
+    pace = pace or WatchPace()
+    paced_stop = _PacedStop(stop_event, pace)
     # watchfiles' RustNotify, as its `awatch` drives it, but built in a worker
     # thread: awatch builds it on the event loop's, and building it adds the
     # recursive watches (0.5 s for a 100k-file tree, during which the daemon
@@ -150,7 +215,7 @@ async def watch_batches(
         while True:
             try:
                 raw = await anyio.to_thread.run_sync(
-                    watcher.watch, debounce_ms, step_ms, timeout_ms, stop_event
+                    watcher.watch, debounce_ms, _NOTIFY_STEP_MS, timeout_ms, paced_stop
                 )
             except anyio.get_cancelled_exc_class():
                 stop_event.set()
