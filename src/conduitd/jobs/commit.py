@@ -217,11 +217,13 @@ def _stage_old_version(dst: RootFs, slot: _Slot, generation: int, trash: bool) -
     """Re-check the target; put the old version in trash (or out of the way)."""
     item = slot.item
     split_synced(item.final_rel)
-    current = _lstat_or_none(dst, item.final_rel)
     expected = item.expected_target
-    if current is None and expected is None:
+    if expected is None:
+        # Nothing to stage; the no-replace rename into place is the re-check:
+        # whatever appeared there meanwhile makes it fail (TargetChanged).
         return
-    if current is None or expected is None or not matches(current, expected):
+    current = _lstat_or_none(dst, item.final_rel)
+    if current is None or not matches(current, expected):
         raise TargetChanged(
             f"{describe(item.final_rel)}: target changed since resolution"
         )

@@ -123,7 +123,9 @@ def _copy_file(
             tmp_rel, tmp_fd = dst.create_temp(b"c")
         try:
             inode = os.fstat(tmp_fd).st_ino
-            _fill_temp(src_fd, tmp_fd, rel, expected, limiter, checkpoint, fsync)
+            _fill_temp(
+                src_fd, tmp_fd, rel, expected, before, limiter, checkpoint, fsync
+            )
         except BaseException:
             with suppress(OSError):
                 dst.remove_temp(tmp_rel)
@@ -147,13 +149,16 @@ def _fill_temp(
     tmp_fd: int,
     rel: bytes,
     expected: EntryRow,
+    opened: os.stat_result,
     limiter: RateLimiter | None,
     checkpoint: Checkpoint | None,
     fsync: bool,
 ) -> None:
     """Copy, verify, set mode and mtime, close: the temp is complete or raises."""
     try:
-        digest = _copy_data(src_fd, tmp_fd, rel, expected.size, limiter, checkpoint)
+        digest = _copy_data(
+            src_fd, tmp_fd, rel, expected.size, opened, limiter, checkpoint
+        )
         with translated(Side.SOURCE, rel, "stat"):
             after = os.fstat(src_fd)
         if not matches(after, expected):
@@ -178,6 +183,7 @@ def _copy_data(
     dst_fd: int,
     rel: bytes,
     size: int,
+    opened: os.stat_result,
     limiter: RateLimiter | None,
     checkpoint: Checkpoint | None,
 ) -> str:
@@ -186,7 +192,7 @@ def _copy_data(
     hasher = blake3.blake3(max_threads=threads)
     buffer = memoryview(bytearray(min(CHUNK_BYTES, max(size, 1))))
     is_hole = False
-    for offset, length, is_hole in _segments(src_fd, rel, size):
+    for offset, length, is_hole in _segments(src_fd, rel, size, opened):
         end = offset + length
         while offset < end:
             if checkpoint is not None:
@@ -219,11 +225,14 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
         offset += written
 
 
-def _segments(fd: int, rel: bytes, size: int) -> Iterator[tuple[int, int, bool]]:
-    """(offset, length, is_hole) covering [0, size); holes only for sparse files."""
-    with translated(Side.SOURCE, rel, "stat"):
-        st = os.fstat(fd)
-    sparse = st.st_blocks * 512 < size
+def _segments(
+    fd: int, rel: bytes, size: int, opened: os.stat_result
+) -> Iterator[tuple[int, int, bool]]:
+    """(offset, length, is_hole) covering [0, size); holes only for sparse files.
+
+    `opened` is the fstat taken when `fd` was opened (its blocks tell sparse).
+    """
+    sparse = opened.st_blocks * 512 < size
     seek_data: int | None = getattr(os, "SEEK_DATA", None)
     seek_hole: int | None = getattr(os, "SEEK_HOLE", None)
     if not sparse or seek_data is None or seek_hole is None:
