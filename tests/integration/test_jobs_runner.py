@@ -422,6 +422,42 @@ async def test_runner_group_commits_in_batches_of_at_most_max_files(
 
 
 @pytest.mark.anyio
+async def test_runner_announces_each_copy_before_it_is_in_place(sides: Sides) -> None:
+    # A daemon's watcher sees a rename within a step: the index must know the
+    # copy's content id before then, under the inode the final name will have.
+    write(sides.src / "new", b"new file")
+    write(sides.src / "d" / "old", b"version 2")
+    write(sides.dst / "d" / "old", b"version 1")
+    jobs = [sides.mkdir("d"), sides.copy("new"), sides.copy("d/old")]
+    at_announcement: dict[bytes, tuple[int, bytes | None]] = {}
+
+    async def copied(copies: Sequence[tuple[CopyJob, TempFile]]) -> None:
+        for job, temp in copies:
+            final = sides.dst / os.fsdecode(job.dest_rel)
+            now = final.read_bytes() if final.exists() else None
+            at_announcement[job.dest_rel] = (temp.inode, now)
+
+    with anyio.fail_after(20):
+        await TransferRunner().run(
+            jobs,
+            generation=1,
+            trash=True,
+            parallel=2,
+            global_limiter=anyio.CapacityLimiter(8),
+            on_batch_committed=Recorder(),
+            on_copied=copied,
+        )
+
+    assert {rel: now for rel, (_, now) in at_announcement.items()} == {
+        b"new": None,
+        b"d/old": b"version 1",
+    }
+    for rel, (inode, _) in at_announcement.items():
+        assert (sides.dst / os.fsdecode(rel)).lstat().st_ino == inode
+    assert (sides.dst / "d" / "old").read_bytes() == b"version 2"
+
+
+@pytest.mark.anyio
 async def test_runner_counts_changed_source_and_target_as_skipped(sides: Sides) -> None:
     write(sides.src / "s", b"seen")
     write(sides.src / "t", b"ours")

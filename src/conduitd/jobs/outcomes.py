@@ -84,14 +84,12 @@ SKIPPED = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class JobOutcome:
-    """What became of one job. `trashed`: a version that went to trash;
-    `landed_inode`: the inode now under a copied file's final name."""
+    """What became of one job. `trashed`: a version that went to trash."""
 
     job: Job
     status: OutcomeStatus
     trashed: TrashedItem | None = None
     error: TransferError | None = None
-    landed_inode: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,9 @@ _CHUNK_COPY_FILES = 64  # copies per worker-thread call ...
 _CHUNK_COPY_BYTES = 8 << 20  # ... up to this many bytes (a bigger file alone)
 
 OnBatch = Callable[[Sequence[JobOutcome]], Awaitable[None]]
+# Temp files just copied and verified, before their commit: each keeps its
+# inode when it is renamed into place (if it ever is).
+OnCopied = Callable[[Sequence[tuple[CopyJob, TempFile]]], Awaitable[None]]
 OnProgress = Callable[[Progress], None]
 _J = TypeVar("_J", MkdirJob, MetadataJob, DeleteJob)
 
@@ -133,6 +136,7 @@ class TransferRunner:
         rate_limiter: RateLimiter | None = None,
         on_batch_committed: OnBatch,
         on_progress: OnProgress | None = None,
+        on_copied: OnCopied | None = None,
     ) -> RunReport:
         """Run one generation's jobs; per-path failures are counted, not raised.
 
@@ -148,6 +152,7 @@ class TransferRunner:
             rate_limiter=rate_limiter,
             on_batch_committed=on_batch_committed,
             on_progress=on_progress,
+            on_copied=on_copied,
         )
         try:
             return await run.execute(list(jobs))
@@ -182,6 +187,7 @@ class _Run:
         rate_limiter: RateLimiter | None,
         on_batch_committed: OnBatch,
         on_progress: OnProgress | None,
+        on_copied: OnCopied | None,
     ) -> None:
         self.runner = runner
         self.generation = generation
@@ -191,6 +197,7 @@ class _Run:
         self.rate_limiter = rate_limiter
         self.on_batch_committed = on_batch_committed
         self.on_progress = on_progress
+        self.on_copied = on_copied
         self.tally = Tally()
         self.state = RunState()
         self.steps = Steps(
@@ -349,9 +356,11 @@ class _Run:
             self.fsync_each,
         )
         copied = await anyio.to_thread.run_sync(call, limiter=self.global_limiter)
-        for result in copied:
-            if isinstance(result, _Copied):
-                self.live_temps[result.temp.tmp_rel] = result.job.dst_root
+        temps = [r for r in copied if isinstance(r, _Copied)]
+        for result in temps:
+            self.live_temps[result.temp.tmp_rel] = result.job.dst_root
+        if temps and self.on_copied is not None:
+            await self.on_copied([(r.job, r.temp) for r in temps])
         return results + copied
 
     async def _commit_loop(self, queue: CommitQueue[_Copied | JobOutcome]) -> None:
@@ -535,8 +544,7 @@ def _from_replace(copied: _Copied, result: ReplaceOutcome) -> JobOutcome:
         ReplaceStatus.REPLACED: OutcomeStatus.DONE,
         ReplaceStatus.SKIPPED_TARGET_CHANGED: OutcomeStatus.SKIPPED_TARGET_CHANGED,
     }.get(result.status, OutcomeStatus.FAILED)
-    landed = copied.temp.inode if status is OutcomeStatus.DONE else 0
-    return JobOutcome(copied.job, status, result.trashed, result.error, landed)
+    return JobOutcome(copied.job, status, result.trashed, result.error)
 
 
 def _copy_bytes(job: Job) -> int:

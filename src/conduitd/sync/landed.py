@@ -1,8 +1,15 @@
-"""Files a run has just put in place, announced to the index of their side.
+"""Files a run is about to put in place, announced to the index of their side.
 
 A scan that meets one of them with the very inode, size and mtime the copy
 gave it takes the content id the copy computed instead of reading the file
 again (see `conduitd.index.scanner.TreeScanner`).
+
+They are announced as soon as their temp file is verified, before the commit
+renames it into place (a rename keeps the inode): a daemon's watcher sees the
+rename within a step, and an announcement made after the commit's directory
+syncs came too late for it, so it read the file again. An announcement whose
+commit never happens matches nothing: no other file has that inode at that
+name with that size and mtime.
 """
 
 from __future__ import annotations
@@ -10,29 +17,26 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from conduitd.index.scanner import KnownContent
-from conduitd.jobs.outcomes import CopyJob, JobOutcome, OutcomeStatus
+from conduitd.jobs.copy import TempFile
+from conduitd.jobs.outcomes import CopyJob
 from conduitd.jobs.rootfs import RootFs
 from conduitd.storage.models import EntryKind
 
 
-def landed_files(
-    outcomes: Iterable[JobOutcome],
+def copied_files(
+    copies: Iterable[tuple[CopyJob, TempFile]],
 ) -> dict[RootFs, dict[bytes, KnownContent]]:
-    """Per destination root: final path → what now stands there."""
+    """Per destination root: final path → what will stand there once committed."""
     landed: dict[RootFs, dict[bytes, KnownContent]] = {}
-    for outcome in outcomes:
-        job = outcome.job
+    for job, temp in copies:
+        source = job.source
         if (
-            outcome.status is not OutcomeStatus.DONE
-            or not isinstance(job, CopyJob)
-            or not outcome.landed_inode
-            or job.source.kind is not EntryKind.FILE
+            temp.kind is not EntryKind.FILE
+            or not temp.inode
+            or source.content_id is None
         ):
             continue
-        source = job.source
-        if source.content_id is None:
-            continue
         landed.setdefault(job.dst_root, {})[job.dest_rel] = KnownContent(
-            outcome.landed_inode, source.size, source.mtime_ns, source.content_id
+            temp.inode, source.size, source.mtime_ns, source.content_id
         )
     return landed

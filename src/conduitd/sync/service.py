@@ -32,7 +32,8 @@ from conduitd.errors import SafetyRefusal, UsageError
 from conduitd.index.indexer import Indexer, ScanReport
 from conduitd.index.probes import FsTraits, probe_traits
 from conduitd.jobs.commit import Durability
-from conduitd.jobs.outcomes import JobOutcome, Progress
+from conduitd.jobs.copy import TempFile
+from conduitd.jobs.outcomes import CopyJob, JobOutcome, Progress
 from conduitd.jobs.ratelimit import RateLimiter
 from conduitd.jobs.rootfs import RootFs
 from conduitd.jobs.runner import TransferRunner
@@ -85,7 +86,7 @@ from conduitd.sync.endpoints import (
     is_two_way,
     wait_ready,
 )
-from conduitd.sync.landed import landed_files
+from conduitd.sync.landed import copied_files
 from conduitd.sync.operations import (
     Conflict,
     Direction,
@@ -966,9 +967,10 @@ class FileSyncService:
                     async with self.tm.transaction() as tx:
                         await record_trashed(tx, rows)
                 crash_point("service.after_batch_rows")
-                for root, files in landed_files(outcomes).items():
-                    side = roots.side_of(root)
-                    location = endpoints.of(side)
+
+            async def copied(copies: Sequence[tuple[CopyJob, TempFile]]) -> None:
+                for root, files in copied_files(copies).items():
+                    location = endpoints.of(roots.side_of(root))
                     await self.indexer.expect_content(location.id, files)
                     announced.setdefault(location.id, set()).update(files)
 
@@ -988,6 +990,7 @@ class FileSyncService:
                 rate_limiter=RateLimiter(limit) if limit else None,
                 on_batch_committed=committed,
                 on_progress=progress,
+                on_copied=copied,
             )
         finally:
             source_fs.close()
