@@ -32,6 +32,7 @@ from conduitd.jobs import (
     copy_to_temp,
 )
 from conduitd.jobs.copy import Checkpoint
+from conduitd.jobs.runner import OnCopied
 from conduitd.storage.models import EntryRow
 from helpers.trees import entry_of, tmp_entries, tree_digest
 
@@ -186,6 +187,7 @@ async def run(
     parallel: int = 3,
     progress: list[Progress] | None = None,
     rate_limiter: RateLimiter | None = None,
+    on_copied: OnCopied | None = None,
 ) -> tuple[Recorder, object]:
     recorder = Recorder()
     with anyio.fail_after(20):
@@ -198,6 +200,7 @@ async def run(
             rate_limiter=rate_limiter,
             on_batch_committed=recorder,
             on_progress=progress.append if progress is not None else None,
+            on_copied=on_copied,
         )
     return recorder, report
 
@@ -437,16 +440,7 @@ async def test_runner_announces_each_copy_before_it_is_in_place(sides: Sides) ->
             now = final.read_bytes() if final.exists() else None
             at_announcement[job.dest_rel] = (temp.inode, now)
 
-    with anyio.fail_after(20):
-        await TransferRunner().run(
-            jobs,
-            generation=1,
-            trash=True,
-            parallel=2,
-            global_limiter=anyio.CapacityLimiter(8),
-            on_batch_committed=Recorder(),
-            on_copied=copied,
-        )
+    await run(jobs, parallel=2, on_copied=copied)
 
     assert {rel: now for rel, (_, now) in at_announcement.items()} == {
         b"new": None,
