@@ -232,7 +232,12 @@ def _stage_old_version(dst: RootFs, slot: _Slot, generation: int, trash: bool) -
     kind_change = expected.kind is not item.temp.kind
     if trash and not kind_change:
         slot.trashed = link_to_trash(
-            dst, item.final_rel, generation, reason=item.trash_reason, expected=expected
+            dst,
+            item.final_rel,
+            generation,
+            reason=item.trash_reason,
+            expected=expected,
+            seen=current,
         )
     elif expected.kind is EntryKind.DIRECTORY:
         _clear_directory(dst, slot, generation)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import enum
 import errno
 import itertools
+import os
 from collections.abc import Container, Iterator
-from contextlib import suppress
 from dataclasses import dataclass
 
 from conduitd.jobs.entries import kind_of, matches
@@ -147,13 +147,16 @@ def link_to_trash(
     *,
     reason: TrashReason = TrashReason.OVERWRITTEN,
     expected: EntryRow | None = None,
+    seen: os.stat_result | None = None,
 ) -> TrashedItem:
     """Hard-link the version at `rel` into trash, leaving `rel` in place.
 
     Directories, and filesystems where link(2) cannot serve, fall back to
-    `move_to_trash` (the item then says `vacated`).
+    `move_to_trash` (the item then says `vacated`). `seen`: the caller's
+    lstat of `rel` a moment ago, to choose between the two (a directory
+    swapped in since cannot be linked: it is moved, so nothing is lost).
     """
-    if kind_of(root.lstat(rel)) is EntryKind.DIRECTORY:
+    if kind_of(seen or root.lstat(rel)) is EntryKind.DIRECTORY:
         return move_to_trash(root, rel, generation, reason=reason, expected=expected)
     try:
         return _link_to_trash(root, rel, generation, reason, expected)
@@ -212,12 +215,14 @@ def _ensure_trash_parent(
             if root.known_internal_dir(candidate):
                 current = candidate
                 break
-            with suppress(FileExistsError):
+            try:
                 root.mkdir(candidate, 0o700)
-            if kind_of(root.lstat(candidate)) is EntryKind.DIRECTORY:
-                root.note_internal_dir(candidate)
-                current = candidate
-                break
+            except FileExistsError:
+                if kind_of(root.lstat(candidate)) is not EntryKind.DIRECTORY:
+                    continue  # a file trashed earlier: the next number
+            root.note_internal_dir(candidate)
+            current = candidate
+            break
     return current
 
 
