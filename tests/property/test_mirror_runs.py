@@ -164,6 +164,11 @@ def run_sync(m: Mirror) -> Any:
         ("source", ("touch", "a/c.txt", b"")),
     ],
 )
+@example(  # an empty source, a target whose only file is ignored: refused all
+    # the same (the run deletes nothing, so the brakes once looked no further)
+    initial=[("remove", "a", b"")],
+    changes=[("target", ("write", "a/d.tmp", b""))],
+)
 @example(  # an ignored directory on one side, a file of that name on the other
     initial=[("write", "a", b"a"), ("write", "cache/x", b"x")],
     changes=[("target", ("write", "cache", b"not ignored as a file"))],

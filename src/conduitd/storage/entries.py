@@ -409,6 +409,20 @@ async def delete_subtree(tx: Writer, location_id: int, prefix: bytes) -> list[by
     return [row[0] for row in rows]
 
 
+async def entry_kinds_after(
+    db: Reader, location_id: int, after: bytes, limit: int
+) -> list[tuple[bytes, EntryKind]]:
+    """Up to `limit` (path, kind) of a location's entries past `after`, in
+    path order; `after=b""` starts after the root."""
+    rows = await db.fetch_all(
+        "SELECT relative_path, kind FROM entry"
+        " WHERE location_id = ? AND relative_path > ?"
+        " ORDER BY relative_path LIMIT ?",
+        (location_id, after, limit),
+    )
+    return [(row[0], EntryKind(row[1])) for row in rows]
+
+
 async def entry_totals(db: Reader, location_id: int) -> tuple[int, int]:
     """(non-directory entries, bytes of regular files) of a location."""
     rows = await db.fetch_all(

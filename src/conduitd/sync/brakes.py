@@ -44,7 +44,22 @@ def check_empty_source(
     an empty side is allowed: it deletes nothing. Unreadable entries count as
     entries, so an unreadable directory is never taken for an empty one.
     """
-    source_has, target_has = _has_entries(source, rules), _has_entries(target, rules)
+    return check_empty_sides(
+        _has_entries(source, rules),
+        _has_entries(target, rules),
+        bidirectional=bidirectional,
+        first_sync=first_sync,
+    )
+
+
+def check_empty_sides(
+    source_has: bool,
+    target_has: bool,
+    *,
+    bidirectional: bool = False,
+    first_sync: bool = False,
+) -> str | None:
+    """`check_empty_source` once each side is known to hold entries or not."""
     if bidirectional and first_sync:
         return None
     if target_has and not source_has:

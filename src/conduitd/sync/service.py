@@ -62,13 +62,22 @@ from conduitd.storage.conflicts import (
     ConflictSide,
     ConflictStatus,
 )
-from conduitd.storage.entries import load_entry_map, load_entry_subset, parent_path
+from conduitd.storage.entries import (
+    entry_kinds_after,
+    load_entry_map,
+    load_entry_subset,
+    parent_path,
+)
 from conduitd.storage.library import Library
 from conduitd.storage.models import EntryKind, EntryRow
 from conduitd.storage.transactions import LoggedTransaction, TransactionManager
 from conduitd.storage.trash_rows import TrashReason as TrashRowReason
 from conduitd.storage.trash_rows import TrashRow, record_trashed
-from conduitd.sync.brakes import check_delete_ratio, check_empty_source
+from conduitd.sync.brakes import (
+    check_delete_ratio,
+    check_empty_sides,
+    check_empty_source,
+)
 from conduitd.sync.collisions import HELD_REASON as NAME_COLLISION
 from conduitd.sync.collisions import FoldName, name_folder, refuse_collisions
 from conduitd.sync.conflicts import (
@@ -423,6 +432,12 @@ class FileSyncService:
             # The brakes weigh deletes against whole trees: load them whole.
             whole = await self._snapshot(record, endpoints)
             refused = self._brake(conduit, whole, operations, force, endpoints)
+        else:
+            # Nothing to delete, but an empty side facing a full one is still
+            # refused (exit 3: a disk that is not mounted is news).
+            refused = await self._empty_side_brake(
+                conduit, endpoints, operations, snapshot
+            )
         if refused is not None:
             await self._refuse(record, refused)
         settlements: tuple[Settlement, ...] = ()
@@ -690,6 +705,36 @@ class FileSyncService:
                 folds[direction] = fold
                 existing[direction] = entries.keys()
         return refuse_collisions(ops, folds, existing) if folds else ops
+
+    async def _empty_side_brake(
+        self,
+        conduit: ConduitConfig,
+        endpoints: Endpoints,
+        operations: SyncOperations,
+        snapshot: Snapshot,
+    ) -> str | None:
+        """`check_empty_source` from the indexes, without loading them whole:
+        each side is read only up to its first entry that is not ignored."""
+        rules = rules_for(conduit)
+        source_has = await self._holds_entries(endpoints.source.id, rules)
+        target_has = await self._holds_entries(endpoints.target.id, rules)
+        two_way = conduit.mode is SyncMode.BIDIRECTIONAL
+        return check_empty_sides(
+            source_has,
+            target_has,
+            bidirectional=two_way,
+            first_sync=two_way and (operations.union or not snapshot.has_baseline),
+        )
+
+    async def _holds_entries(self, location_id: int, rules: IndexRules) -> bool:
+        after = b""
+        db = self.library.db
+        while page := await entry_kinds_after(db, location_id, after, 256):
+            for path, kind in page:
+                if not rules.is_ignored(path, kind is EntryKind.DIRECTORY):
+                    return True
+            after = page[-1][0]
+        return False
 
     def _brake(
         self,
