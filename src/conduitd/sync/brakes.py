@@ -5,7 +5,7 @@ Each check returns a reason for `SafetyRefusal`, or None to let the run go.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from conduitd.storage.models import EntryKind, EntryRow
 from conduitd.sync.operations import Direction, DirectionalOps, SyncOperations
@@ -14,11 +14,19 @@ from conduitd.sync.rules import IndexRules
 Entries = Mapping[bytes, EntryRow]
 
 
-def _has_entries(entries: Entries, rules: IndexRules) -> bool:
+def holds_entries(
+    entries: Iterable[tuple[bytes, EntryKind]], rules: IndexRules
+) -> bool:
+    """Whether any (path, kind) but the root's is not ignored: what makes a
+    side count as not empty."""
     return any(
-        path and not rules.is_ignored(path, entry.kind is EntryKind.DIRECTORY)
-        for path, entry in entries.items()
+        path and not rules.is_ignored(path, kind is EntryKind.DIRECTORY)
+        for path, kind in entries
     )
+
+
+def _has_entries(entries: Entries, rules: IndexRules) -> bool:
+    return holds_entries(((p, e.kind) for p, e in entries.items()), rules)
 
 
 def _is_counted_file(path: bytes, entry: EntryRow, rules: IndexRules) -> bool:

@@ -77,6 +77,7 @@ from conduitd.sync.brakes import (
     check_delete_ratio,
     check_empty_sides,
     check_empty_source,
+    holds_entries,
 )
 from conduitd.sync.collisions import HELD_REASON as NAME_COLLISION
 from conduitd.sync.collisions import FoldName, name_folder, refuse_collisions
@@ -718,21 +719,19 @@ class FileSyncService:
         rules = rules_for(conduit)
         source_has = await self._holds_entries(endpoints.source.id, rules)
         target_has = await self._holds_entries(endpoints.target.id, rules)
-        two_way = conduit.mode is SyncMode.BIDIRECTIONAL
         return check_empty_sides(
             source_has,
             target_has,
-            bidirectional=two_way,
-            first_sync=two_way and (operations.union or not snapshot.has_baseline),
+            bidirectional=conduit.mode is SyncMode.BIDIRECTIONAL,
+            first_sync=_first_two_way_sync(conduit, operations, snapshot),
         )
 
     async def _holds_entries(self, location_id: int, rules: IndexRules) -> bool:
         after = b""
         db = self.library.db
         while page := await entry_kinds_after(db, location_id, after, 256):
-            for path, kind in page:
-                if not rules.is_ignored(path, kind is EntryKind.DIRECTORY):
-                    return True
+            if holds_entries(page, rules):
+                return True
             after = page[-1][0]
         return False
 
@@ -745,13 +744,12 @@ class FileSyncService:
         endpoints: Endpoints,
     ) -> str | None:
         rules = rules_for(conduit)
-        two_way = conduit.mode is SyncMode.BIDIRECTIONAL
         reason = check_empty_source(
             snapshot.source,
             snapshot.target,
             rules,
-            bidirectional=two_way,
-            first_sync=two_way and (operations.union or not snapshot.has_baseline),
+            bidirectional=conduit.mode is SyncMode.BIDIRECTIONAL,
+            first_sync=_first_two_way_sync(conduit, operations, snapshot),
         )
         if reason is not None:
             return reason
@@ -1236,6 +1234,16 @@ def _destructive(operations: SyncOperations) -> bool:
     return any(
         ops.to_delete or any(op.replaces_directory for op in ops.to_copy)
         for _, ops in operations.directions()
+    )
+
+
+def _first_two_way_sync(
+    conduit: ConduitConfig, operations: SyncOperations, snapshot: Snapshot
+) -> bool:
+    """A bidirectional union run (first sync, reset baseline, lost index):
+    the brakes let it fill an empty side."""
+    return conduit.mode is SyncMode.BIDIRECTIONAL and (
+        operations.union or not snapshot.has_baseline
     )
 
 
