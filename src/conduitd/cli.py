@@ -18,7 +18,7 @@ from conduitd.errors import ConduitdError
 
 if TYPE_CHECKING:
     from conduitd.config import Config
-    from conduitd.index.scan_workers import ScanWorkers
+    from conduitd.forked_workers import ForkedWorkers
     from conduitd.progress_bar import SyncProgressBar
 
 T = TypeVar("T")
@@ -247,7 +247,7 @@ def sync(
         )
         if document is None:
             with nullcontext() if bar is None else bar.without_thread():
-                workers = _fork_scan_workers()
+                workers = _fork_workers()
             try:
                 document = _sync_here(
                     ctx, name, force=force, as_json=as_json, bar=bar, workers=workers
@@ -261,13 +261,14 @@ def sync(
     _print_generation(document, as_json=as_json)
 
 
-def _fork_scan_workers() -> ScanWorkers | None:
-    """One process per side of a one-shot run, so that the two scans do not
-    share a GIL; forked while this process has no other thread."""
-    from conduitd.index.scan_workers import ScanWorkers
+def _fork_workers() -> ForkedWorkers | None:
+    """Two processes for a one-shot run's scans (one per side) and copies, so
+    that they do not share a GIL; forked while this process has no other
+    thread."""
+    from conduitd.forked_workers import ForkedWorkers
 
     _end_import_phase()  # frozen first: the workers share those pages
-    return ScanWorkers.fork(2)
+    return ForkedWorkers.fork(2)
 
 
 def _plan(
@@ -290,7 +291,7 @@ def _sync_here(
     force: bool,
     as_json: bool,
     bar: SyncProgressBar | None,
-    workers: ScanWorkers | None,
+    workers: ForkedWorkers | None,
 ) -> dict[str, object]:
     """The run in this process, when no daemon answered."""
     try:
@@ -303,7 +304,7 @@ def _sync_here(
     level = "warning" if as_json or bar is None else "error"
     return run_async(
         lambda: sync_once(
-            config, name, force=force, report_progress=report, scan_workers=workers
+            config, name, force=force, report_progress=report, workers=workers
         ),
         as_json=as_json,
         log_level=level,

@@ -15,10 +15,12 @@ import anyio
 
 from conduitd.config import Config
 from conduitd.errors import Busy
+from conduitd.forked_workers import ForkedWorkers
 from conduitd.hooks import with_error_hook
 from conduitd.index.indexer import Indexer
-from conduitd.index.scan_workers import ScanWorkers
+from conduitd.jobs.commit import Durability
 from conduitd.jobs.rootfs import RootFs
+from conduitd.jobs.runner import TransferRunner
 from conduitd.reports import generation_document
 from conduitd.storage.conduits import ConduitManager, GenerationRecord
 from conduitd.storage.library import Library, open_library
@@ -38,6 +40,7 @@ class Session:
     library: Library
     tm: TransactionManager
     indexer: Indexer
+    workers: ForkedWorkers | None = None
 
     def service(self, report_progress: ReportProgress | None = None) -> FileSyncService:
         return FileSyncService(
@@ -46,18 +49,20 @@ class Session:
             self.indexer,
             self.config,
             one_shot=True,
+            runner=TransferRunner(durability=Durability.SYNCFS, workers=self.workers),
             report_progress=report_progress,
         )
 
 
 @asynccontextmanager
 async def writer_session(
-    config: Config, scan_workers: ScanWorkers | None = None
+    config: Config, workers: ForkedWorkers | None = None
 ) -> AsyncIterator[Session]:
     """Lock the state dir, open and reconcile the library, recover from a crash.
 
     Args:
-        scan_workers: forked processes that whole-tree scans may run in.
+        workers: forked processes that whole-tree scans and copies may run
+            in (see `conduitd.forked_workers`).
     """
     lock = StateLock(config.daemon.state_dir)
     config.daemon.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -73,8 +78,8 @@ async def writer_session(
             tm = await open_transaction_manager(library)
             await reconcile_conduits(library, config, tm=tm)
             await recover_after_crash(library, tm, config)
-            indexer = Indexer.for_library(library, tm=tm, scan_workers=scan_workers)
-            yield Session(config, library, tm, indexer)
+            indexer = Indexer.for_library(library, tm=tm, workers=workers)
+            yield Session(config, library, tm, indexer, workers)
             await tm.flushed()
             clean = True
         finally:
@@ -108,18 +113,18 @@ async def sync_once(
     *,
     force: bool,
     report_progress: ReportProgress | None = None,
-    scan_workers: ScanWorkers | None = None,
+    workers: ForkedWorkers | None = None,
 ) -> dict[str, Any]:
     """`conduitd sync NAME` without a daemon; returns the generation document.
 
     Args:
         report_progress: told of each batch of finished jobs, on the event
             loop's thread (`sync --progress` draws its bar from it).
-        scan_workers: forked processes for the two scans (see
-            `conduitd.index.scan_workers`); None scans both here.
+        workers: forked processes for the two scans and the copies (see
+            `conduitd.forked_workers`); None does all of it here.
     """
     conduit = config.conduit(name)
-    async with writer_session(config, scan_workers) as session:
+    async with writer_session(config, workers) as session:
         service = session.service(report_progress)
 
         def document(found: GenerationRecord | None) -> dict[str, Any] | None:

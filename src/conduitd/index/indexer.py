@@ -19,6 +19,7 @@ import anyio
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
+from conduitd.forked_workers import ForkedWorkers
 from conduitd.index.feed import ChangeFeed
 from conduitd.index.identity import (
     Judgement,
@@ -36,7 +37,7 @@ from conduitd.index.marker import (
     rewrite_marker,
     write_marker,
 )
-from conduitd.index.scan_workers import ScanJob, ScanWorkers
+from conduitd.index.scan_workers import ScanJob
 from conduitd.index.scanner import ChangeSet, KnownContent, TreeScanner
 from conduitd.index.state import IndexStep, advance
 from conduitd.index.store import SCAN_BATCH_ROWS, IndexStore, WriteCounts
@@ -116,7 +117,7 @@ class Indexer:
         watch_step_ms: int = DEFAULT_STEP_MS,
         event_source: EventSource = watch_batches,
         scan_batch_rows: int = SCAN_BATCH_ROWS,
-        scan_workers: ScanWorkers | None = None,
+        workers: ForkedWorkers | None = None,
     ) -> None:
         self.db = db
         self.library_uuid = library_uuid
@@ -128,7 +129,7 @@ class Indexer:
         self.watch_step_ms = watch_step_ms
         self.event_source = event_source
         self.scan_batch_rows = scan_batch_rows
-        self.scan_workers = scan_workers
+        self.workers = workers  # forked processes whole-tree scans may run in
         self._feeds: list[ChangeFeed] = []
         self._locks: dict[int, anyio.Lock] = {}
         self._watches: dict[int, _Watch] = {}
@@ -144,7 +145,7 @@ class Indexer:
         tm: TransactionManager | None = None,
         limiter: anyio.CapacityLimiter | None = None,
         rescan_interval_s: float = DEFAULT_RESCAN_INTERVAL_S,
-        scan_workers: ScanWorkers | None = None,
+        workers: ForkedWorkers | None = None,
     ) -> Indexer:
         return cls(
             library.db,
@@ -153,7 +154,7 @@ class Indexer:
             tm=tm,
             limiter=limiter,
             rescan_interval_s=rescan_interval_s,
-            scan_workers=scan_workers,
+            workers=workers,
         )
 
     # ----------------------------------------------------------------- queries
@@ -281,7 +282,7 @@ class Indexer:
         """The whole tree compared with its rows: in a worker process when one
         is free (one-shot runs), otherwise here."""
         start = DirTask(b"", values_from_stat(st, DIRECTORY, None))
-        if self.scan_workers is not None:
+        if self.workers is not None:
             job = ScanJob(
                 record.root,
                 st.st_dev,
@@ -291,7 +292,7 @@ class Indexer:
                 self.scanner.known(record.root),
                 int(self.limiter.total_tokens),
             )
-            found = await self.scan_workers.collect(job)
+            found = await self.workers.run(job, ChangeSet)
             if found is not None:
                 return found
         changes = ChangeSet()

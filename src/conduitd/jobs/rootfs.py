@@ -46,9 +46,12 @@ class RootFs:
     Args:
         path: the root directory (opened once; symlinks in it are followed,
             nothing below it ever is).
+        tmp_stem: what this object's temp names start with after their
+            prefix (random by default; a forked copier gets one the parent
+            can clean up after, see `remove_temps_of`).
     """
 
-    def __init__(self, path: PathArg) -> None:
+    def __init__(self, path: PathArg, *, tmp_stem: bytes | None = None) -> None:
         self.path = os.fsencode(path)
         self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.st_dev = os.fstat(self._fd).st_dev
@@ -59,7 +62,7 @@ class RootFs:
         # trashing 1,000 files made sure of each trash directory 1,000 times
         # (4,000 mkdir calls, 3,400 of them EEXIST; issue 5 bench).
         self._internal_dirs: set[bytes] = set()
-        self._tmp_stem = secrets.token_hex(8).encode()
+        self._tmp_stem = tmp_stem or secrets.token_hex(8).encode()
         self._tmp_count = itertools.count()  # next() is atomic under the GIL
 
     def __repr__(self) -> str:
@@ -418,6 +421,27 @@ class RootFs:
             raise ValueError(f"{tmp_rel!r} is not a temp path")
         with suppress(FileNotFoundError):
             self.unlink(tmp_rel)
+
+    def remove_temps_of(self, stem: bytes) -> int:
+        """Remove the temps an object made with `tmp_stem=stem`; count them.
+
+        For a forked copier that was killed or died: whatever it left in
+        `.conduitd/tmp/` is named `<prefix>-<stem><n>`.
+        """
+        try:
+            fd = self.open_dir(TMP_DIR)
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        try:
+            for name in os.listdir(fd):
+                if os.fsencode(name).partition(b"-")[2].startswith(stem):
+                    with suppress(FileNotFoundError):
+                        os.unlink(name, dir_fd=fd)
+                        removed += 1
+        finally:
+            os.close(fd)
+        return removed
 
     def clean_tmp(self) -> int:
         """Empty `.conduitd/tmp/` (crash recovery, before any run); count removed.

@@ -20,7 +20,9 @@ from typing import Protocol, TypeVar
 import anyio
 import structlog
 
+from conduitd import crashpoints
 from conduitd.errors import TransferError
+from conduitd.forked_workers import ForkedWorkers
 from conduitd.jobs import syscalls
 from conduitd.jobs.batching import CommitQueue
 from conduitd.jobs.commit import (
@@ -32,6 +34,7 @@ from conduitd.jobs.commit import (
     commit_batch,
 )
 from conduitd.jobs.copy import Checkpoint, TempFile, copy_to_temp
+from conduitd.jobs.copy_workers import copy_in_worker
 from conduitd.jobs.failures import (
     PathFailed,
     Side,
@@ -106,6 +109,9 @@ class TransferRunner:
         batch_max_files, batch_max_bytes, batch_max_age_s: group-commit limits.
         max_batch_attempts: copies of a batch whose fsync failed are redone
             from scratch up to this many times in all.
+        workers: forked processes copies may run in (one-shot runs; see
+            `conduitd.jobs.copy_workers`), used unless a bandwidth limit,
+            another copier or an armed crash point needs this process.
     """
 
     def __init__(
@@ -117,6 +123,7 @@ class TransferRunner:
         batch_max_bytes: int = 256 << 20,
         batch_max_age_s: float = 1.0,
         max_batch_attempts: int = 3,
+        workers: ForkedWorkers | None = None,
     ) -> None:
         self.durability = durability
         self.copier = copier
@@ -124,6 +131,7 @@ class TransferRunner:
         self.batch_max_bytes = batch_max_bytes
         self.batch_max_age_s = batch_max_age_s
         self.max_batch_attempts = max_batch_attempts
+        self.workers = workers
 
     async def run(
         self,
@@ -331,7 +339,7 @@ class _Run:
         return result
 
     async def _copy_chunk(self, jobs: Sequence[CopyJob]) -> list[_Copied | JobOutcome]:
-        """Copy several files in one worker-thread call.
+        """Copy several files in one call to a forked worker or a thread.
 
         One thread hop per file cost more than copying a small file (issue 5
         bench: ~4 s of 5.8 s for 10k files went to handing jobs between the
@@ -347,21 +355,57 @@ class _Run:
                 ready.append(job)
         if not ready:
             return results
-        call = functools.partial(
-            _copy_many,
-            self.runner.copier,
-            ready,
-            self.rate_limiter,
-            anyio.from_thread.check_cancelled,
-            self.fsync_each,
-        )
-        copied = await anyio.to_thread.run_sync(call, limiter=self.global_limiter)
+        forked = await self._copy_forked(ready)
+        copied: list[_Copied | JobOutcome] = list(forked)
+        if len(forked) < len(ready):
+            done = {id(c.job) for c in forked}
+            call = functools.partial(
+                _copy_many,
+                self.runner.copier,
+                [job for job in ready if id(job) not in done],
+                self.rate_limiter,
+                anyio.from_thread.check_cancelled,
+                self.fsync_each,
+            )
+            copied += await anyio.to_thread.run_sync(call, limiter=self.global_limiter)
         temps = [r for r in copied if isinstance(r, _Copied)]
         for result in temps:
             self.live_temps[result.temp.tmp_rel] = result.job.dst_root
         if temps and self.on_copied is not None:
             await self.on_copied([(r.job, r.temp) for r in temps])
         return results + copied
+
+    async def _copy_forked(self, jobs: Sequence[CopyJob]) -> list[_Copied]:
+        """The copies a worker process made of `jobs` (maybe none, maybe not
+        all: the rest are copied here), each a live temp at once."""
+        workers = self.runner.workers
+        if (
+            workers is None
+            or self.rate_limiter is not None
+            or self.runner.copier is not copy_to_temp
+            or crashpoints.armed()
+        ):
+            return []
+        pairs: dict[tuple[RootFs, RootFs], list[CopyJob]] = defaultdict(list)
+        for job in jobs:
+            pairs[job.src_root, job.dst_root].append(job)
+        copied: list[_Copied] = []
+        for (source, target), group in pairs.items():
+            temps = await copy_in_worker(
+                workers,
+                source,
+                target,
+                [(job.rel, job.source) for job in group],
+                fsync=self.fsync_each,
+                limiter=self.global_limiter,
+            )
+            if temps is None:
+                continue  # copied here instead
+            for job, temp in zip(group, temps, strict=True):
+                if temp is not None:
+                    self.live_temps[temp.tmp_rel] = target
+                    copied.append(_Copied(job, temp))
+        return copied
 
     async def _commit_loop(self, queue: CommitQueue[_Copied | JobOutcome]) -> None:
         while (batch := await queue.next_batch()) is not None:
