@@ -147,22 +147,28 @@ def daemon(ctx: CliContext) -> None:
     from conduitd.logs import configure_logging
 
     configure_logging(config.daemon.log_level, config.daemon.log_format)
+    import anyio
+
+    from conduitd.daemon.sync_engine import SyncEngine
+    from conduitd.forked_workers import ForkedWorkers
+
+    _end_import_phase()
+    # Before the event loop and any thread: see conduitd.forked_workers.
+    workers = ForkedWorkers.fork(2)
     try:
-        import anyio
-
-        from conduitd.daemon.sync_engine import SyncEngine
-
-        engine = SyncEngine(config)
+        engine = SyncEngine(config, workers=workers)
 
         async def main() -> None:
             await run_daemon(
                 config, run_factory=engine.factory(), conflict_resolver=engine
             )
 
-        _end_import_phase()
         anyio.run(main)
     except ConduitdError as error:
         fail(error, as_json=False)
+    finally:
+        if workers is not None:
+            workers.close()
 
 
 @cli.command(epilog=_epilog("check"))

@@ -1,13 +1,15 @@
-"""Forked worker processes for a one-shot run's CPU-heavy steps.
+"""Forked worker processes for the CPU-heavy steps of a run.
 
-A one-shot run does its heavy work in threads of one process, and on this
-project's machines the threads spent most of their time waiting to get the
-GIL back after each system call: the two scans of a 100k-file pair took
-0.86 s together where one alone takes ~0.35 s, and a first mirror of 10k
-files made 58 futex calls per file (issue 5 bench). So a one-shot run forks
-a few workers before the event loop or any thread exists; each waits for
-jobs on a pipe, runs them one at a time (`WorkerJob.run`) and sends the
-result back, and the parent uses it exactly as if it had computed it.
+A run does its heavy work in threads of one process, and on this project's
+machines the threads spent most of their time waiting to get the GIL back
+after each system call: the two scans of a 100k-file pair took 0.86 s
+together where one alone takes ~0.35 s, and a first mirror of 10k files made
+58 futex calls per file (issue 5 bench). So a one-shot `sync` (for its scans
+and copies) and the daemon (for its copies) fork two workers before the
+event loop or any thread exists; each waits for jobs on a pipe, runs them
+one at a time (`WorkerJob.run`) and sends the result back, and the parent
+uses it exactly as if it had computed it. A worker that dies is not
+replaced: its jobs go back to the parent's threads.
 
 What a job may do is its own business (see `ScanJob`, `CopyBatch`), but no
 job may leave the parent's state inconsistent if its worker is killed at any
@@ -212,8 +214,18 @@ def _child(jobs: int, results: int, foreign: list[int]) -> None:  # pragma: no c
     """The worker's whole life; never returns."""
     code = 0
     try:
-        # Ctrl-C reaches the whole process group: the parent decides.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Ctrl-C reaches the whole process group, a service stop the whole
+        # cgroup, and the daemon's control signals may be sent to every
+        # `conduitd` process: the parent decides, and ends its workers when
+        # it exits (a parent that died leaves them end of file on the pipe).
+        for signum in (
+            signal.SIGINT,
+            signal.SIGTERM,
+            signal.SIGHUP,
+            signal.SIGUSR1,
+            signal.SIGUSR2,
+        ):
+            signal.signal(signum, signal.SIG_IGN)
         for fd in foreign:  # another worker's pipe ends: its EOF must not wait on us
             os.close(fd)
         while isinstance(job := _receive(jobs), WorkerJob):

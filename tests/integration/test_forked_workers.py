@@ -1,19 +1,22 @@
 """Forked workers of a one-shot `sync`: whole-tree scans give the same index
 as a scan in the process itself, copies the same trees; a dead or killed
 worker falls back to the process and leaves no temp file; the command line
-leaves no worker behind."""
+leaves no worker behind, and a daemon copies small files in workers of its
+own and ends them."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from helpers.cli import conduitd_env
+from helpers.cli import conduitd_env, run_cli, write_config
+from helpers.daemon import running_daemon
 from helpers.mirror import listing, make_mirror, tmp_entries, write
 
 pytestmark = pytest.mark.skipif(
@@ -288,3 +291,67 @@ def test_a_worker_copies_and_leaves_no_temp_when_killed_or_dead(
     assert found["after_cancel"] is True
     assert found["dead"] == [None, None, None]
     assert found["temps_after_death"] == []
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def _bytes_written(pid: int) -> int:
+    """What the process wrote with write(2) and friends (pipes included)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no wchar for {pid}")
+
+
+def test_a_daemon_copies_small_files_in_its_workers_and_ends_them(
+    tmp_path: Path,
+) -> None:
+    source, target = tmp_path / "src", tmp_path / "dst"
+    for n in range(200):
+        write(source / f"d{n % 5}" / f"f{n}", os.urandom(10_000))
+    write(source / "big.bin", os.urandom(9 << 20))
+    target.mkdir()
+    config = write_config(
+        tmp_path / "c.toml",
+        tmp_path / "state",
+        [{"name": "m", "source": str(source), "target": str(target)}],
+    )
+    with running_daemon(config, tmp_path) as daemon:
+        workers = _children(daemon.pid)
+        assert len(workers) == 2
+        before = sum(map(_bytes_written, workers))
+        result = run_cli("sync", "m", "--json", config=config)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["files_copied"] == 201
+        written = sum(map(_bytes_written, workers)) - before
+        # The small files went through the workers, the big one did not.
+        assert 200 * 10_000 <= written < 9 << 20
+        assert listing(target) == listing(source)
+
+        # The daemon's signals are the daemon's: a reload leaves them be.
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_logged("config_reloaded")
+        assert _children(daemon.pid) == workers
+        # A dead worker is not replaced; runs go on without it.
+        os.kill(workers[0], signal.SIGKILL)
+        for n in range(50):
+            write(source / "later" / f"f{n}", os.urandom(1000))
+        result = run_cli("sync", "m", "--json", config=config)
+        assert result.returncode == 0, result.stderr
+        done = json.loads(result.stdout)
+        assert (done["files_copied"], done["verification_status"]) == (50, "verified")
+        assert listing(target) == listing(source)
+        assert tmp_entries(target) == []
+    assert [pid for pid in workers if Path(f"/proc/{pid}").exists()] == []

@@ -14,7 +14,10 @@ from conduitd.daemon.dirty import Side as DirtySide
 from conduitd.daemon.engine import ConduitContext, RunFactory
 from conduitd.daemon.runs import RunFunction, RunProgress, RunRequest
 from conduitd.errors import UsageError
+from conduitd.forked_workers import ForkedWorkers
 from conduitd.hooks import with_error_hook
+from conduitd.jobs.commit import Durability
+from conduitd.jobs.runner import TransferRunner
 from conduitd.reports import generation_document, resolve_document
 from conduitd.storage.conduits import ConduitManager, GenerationRecord
 from conduitd.sync.operations import Side
@@ -28,10 +31,12 @@ class SyncEngine:
 
     The service is created on the first run (the library, log and index are
     the daemon's, handed over in each conduit's context); all conduits share
-    its transfer limiter (`max_parallel_transfers`).
+    its transfer limiter (`max_parallel_transfers`) and the worker processes
+    the daemon forked at start for copies of small files (None: threads).
     """
 
     config: Config
+    workers: ForkedWorkers | None = None
     contexts: dict[str, ConduitContext] = field(default_factory=dict)
     service: FileSyncService | None = None
     limiter: anyio.CapacityLimiter | None = None
@@ -122,6 +127,9 @@ class SyncEngine:
                 self.config,
                 one_shot=False,
                 transfer_limiter=self.limiter,
+                runner=TransferRunner(
+                    durability=Durability.SYNCFS, workers=self.workers
+                ),
                 expect_writes=self._expect,
                 report_progress=self._progress,
             )

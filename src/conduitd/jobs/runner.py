@@ -109,9 +109,9 @@ class TransferRunner:
         batch_max_files, batch_max_bytes, batch_max_age_s: group-commit limits.
         max_batch_attempts: copies of a batch whose fsync failed are redone
             from scratch up to this many times in all.
-        workers: forked processes copies may run in (one-shot runs; see
-            `conduitd.jobs.copy_workers`), used unless a bandwidth limit,
-            another copier or an armed crash point needs this process.
+        workers: forked processes copies of files under 8 MiB run in (see
+            `conduitd.jobs.copy_workers`), unless a bandwidth limit, another
+            copier or an armed crash point needs this process.
     """
 
     def __init__(
@@ -388,7 +388,10 @@ class _Run:
             return []
         pairs: dict[tuple[RootFs, RootFs], list[CopyJob]] = defaultdict(list)
         for job in jobs:
-            pairs[job.src_root, job.dst_root].append(job)
+            # A big file waits on the disk, not on the GIL (its chunks are
+            # 1 MiB): it stays in a thread rather than hold a worker long.
+            if _copy_bytes(job) < _CHUNK_COPY_BYTES:
+                pairs[job.src_root, job.dst_root].append(job)
         copied: list[_Copied] = []
         for (source, target), group in pairs.items():
             temps = await copy_in_worker(
