@@ -167,10 +167,10 @@ class ForkedWorkers:
             )
         except WorkerFailed as exc:
             logger.warning("worker_failed", pid=worker.pid, error=str(exc))
-            self._bury(worker)
+            await self._bury(worker)
             return None
         except BaseException:
-            self._bury(worker)
+            await self._bury(worker)
             raise
         self._idle.append(worker)
         self._wake()
@@ -190,10 +190,14 @@ class ForkedWorkers:
             await self._freed.wait()
         return True
 
-    def _bury(self, worker: _Worker) -> None:
-        worker.kill()
+    async def _bury(self, worker: _Worker) -> None:
+        # Reaping waits for the worker to be gone, which a write stuck on a
+        # slow disk can delay: not on the event loop's thread, even when the
+        # caller is being cancelled.
         self._alive -= 1
         self._wake()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(worker.kill)
 
     def _wake(self) -> None:
         if self._freed is not None:

@@ -39,8 +39,7 @@ class RootRef:
 
     @classmethod
     def of(cls, root: RootFs) -> RootRef:
-        st = os.fstat(root.fileno())
-        return cls(root.path, st.st_dev, st.st_ino)
+        return cls(root.path, root.st_dev, root.st_ino)
 
     def open(self, tmp_stem: bytes | None = None) -> RootFs:
         """The root at `path`; raises if it is no longer the parent's root."""

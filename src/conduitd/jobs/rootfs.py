@@ -54,7 +54,8 @@ class RootFs:
     def __init__(self, path: PathArg, *, tmp_stem: bytes | None = None) -> None:
         self.path = os.fsencode(path)
         self._fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.st_dev = os.fstat(self._fd).st_dev
+        opened = os.fstat(self._fd)
+        self.st_dev, self.st_ino = opened.st_dev, opened.st_ino
         self._lock = threading.Lock()
         self._tmp_fd: int | None = None
         self._local = threading.local()  # `.dirs`: this thread's cached_dirs()
