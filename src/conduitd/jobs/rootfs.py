@@ -15,7 +15,7 @@ import secrets
 import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Self
@@ -429,26 +429,18 @@ class RootFs:
         For a forked copier that was killed or died: whatever it left in
         `.conduitd/tmp/` is named `<prefix>-<stem><n>`.
         """
-        try:
-            fd = self.open_dir(TMP_DIR)
-        except FileNotFoundError:
-            return 0
-        removed = 0
-        try:
-            for name in os.listdir(fd):
-                if os.fsencode(name).partition(b"-")[2].startswith(stem):
-                    with suppress(FileNotFoundError):
-                        os.unlink(name, dir_fd=fd)
-                        removed += 1
-        finally:
-            os.close(fd)
-        return removed
+        return self._remove_in_tmp(
+            lambda name: name.partition(b"-")[2].startswith(stem)
+        )
 
     def clean_tmp(self) -> int:
         """Empty `.conduitd/tmp/` (crash recovery, before any run); count removed.
 
         Only call while no run writes this root.
         """
+        return self._remove_in_tmp(lambda name: True)
+
+    def _remove_in_tmp(self, chosen: Callable[[bytes], bool]) -> int:
         try:
             fd = self.open_dir(TMP_DIR)
         except FileNotFoundError:
@@ -457,6 +449,8 @@ class RootFs:
         try:
             for name in os.listdir(fd):
                 raw = os.fsencode(name)
+                if not chosen(raw):
+                    continue
                 try:
                     os.unlink(raw, dir_fd=fd)
                 except IsADirectoryError:
