@@ -160,7 +160,10 @@ def daemon(ctx: CliContext) -> None:
 
         async def main() -> None:
             await run_daemon(
-                config, run_factory=engine.factory(), conflict_resolver=engine
+                config,
+                run_factory=engine.factory(),
+                conflict_resolver=engine,
+                workers=workers,
             )
 
         anyio.run(main)

@@ -4,9 +4,9 @@ A run does its heavy work in threads of one process, and on this project's
 machines the threads spent most of their time waiting to get the GIL back
 after each system call: the two scans of a 100k-file pair took 0.86 s
 together where one alone takes ~0.35 s, and a first mirror of 10k files made
-58 futex calls per file (issue 5 bench). So a one-shot `sync` (for its scans
-and copies) and the daemon (for its copies) fork two workers before the
-event loop or any thread exists; each waits for jobs on a pipe, runs them
+58 futex calls per file (issue 5 bench). So a one-shot `sync` and the
+daemon fork two workers, for their whole-tree scans and their copies, before
+the event loop or any thread exists; each waits for jobs on a pipe, runs them
 one at a time (`WorkerJob.run`) and sends the result back, and the parent
 uses it exactly as if it had computed it. A worker that dies is not
 replaced: its jobs go back to the parent's threads.
@@ -101,7 +101,7 @@ class ForkedWorkers:
     def __init__(self, workers: list[_Worker]) -> None:
         self._idle = list(workers)
         self._all = list(workers)
-        self._alive = len(workers)
+        self._busy: dict[int, str] = {}  # pid → the class of the job it runs
         self._freed: anyio.Event | None = None  # set when a worker is free or dead
         # Jobs answered by a worker, by job class (the rest ran in-process).
         self.served: Counter[str] = Counter()
@@ -152,15 +152,19 @@ class ForkedWorkers:
     ) -> _T | None:
         """The job's result (an `expect`), or None: the caller does the work.
 
-        None when no worker is free (with `wait`: once none is left alive),
-        when the worker died or raised, or when its answer is not an
-        `expect`. Cancelled mid-job, the worker is killed (its reply would
-        arrive out of turn): callers whose jobs write must clean up after it
-        (see `CopyBatch`).
+        None when no worker is free, when the worker died or raised, or when
+        its answer is not an `expect`. With `wait`, a job waits for a worker
+        that runs a job of its own kind (soon free: copies are batches of
+        small files), never behind other kinds (a daemon's scan of a big tree
+        takes minutes). Cancelled mid-job, the worker is killed (its reply
+        would arrive out of turn): callers whose jobs write must clean up
+        after it (see `CopyBatch`).
         """
-        if not (await self._wait_idle() if wait else self._idle):
+        kind = type(job).__name__
+        if not (await self._wait_idle(kind) if wait else self._idle):
             return None
         worker = self._idle.pop()
+        self._busy[worker.pid] = kind
         try:
             status, payload = await anyio.to_thread.run_sync(
                 worker.call, job, abandon_on_cancel=True, limiter=limiter
@@ -172,18 +176,20 @@ class ForkedWorkers:
         except BaseException:
             await self._bury(worker)
             raise
+        del self._busy[worker.pid]
         self._idle.append(worker)
         self._wake()
         if status != "ok" or not isinstance(payload, expect):
             logger.warning("worker_failed", pid=worker.pid, error=str(payload))
             return None
-        self.served[type(job).__name__] += 1
+        self.served[kind] += 1
         return payload
 
-    async def _wait_idle(self) -> bool:
-        """Wait for a free worker; False once none is left alive."""
+    async def _wait_idle(self, kind: str) -> bool:
+        """Wait for a free worker while one runs a job of `kind`; False when
+        none does (all run other kinds, or none is left alive)."""
         while not self._idle:
-            if not self._alive:
+            if kind not in self._busy.values():
                 return False
             if self._freed is None:
                 self._freed = anyio.Event()
@@ -194,7 +200,7 @@ class ForkedWorkers:
         # Reaping waits for the worker to be gone, which a write stuck on a
         # slow disk can delay: not on the event loop's thread, even when the
         # caller is being cancelled.
-        self._alive -= 1
+        del self._busy[worker.pid]
         self._wake()
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(worker.kill)

@@ -1,8 +1,8 @@
 """Forked workers of a one-shot `sync`: whole-tree scans give the same index
 as a scan in the process itself, copies the same trees; a dead or killed
 worker falls back to the process and leaves no temp file; the command line
-leaves no worker behind, and a daemon copies small files in workers of its
-own and ends them."""
+leaves no worker behind; a daemon scans and copies small files in workers of
+its own and ends them; a job waits only behind jobs of its own kind."""
 
 from __future__ import annotations
 
@@ -307,15 +307,24 @@ def _children(pid: int) -> list[int]:
     return sorted(found)
 
 
+def _io_count(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
 def _bytes_written(pid: int) -> int:
     """What the process wrote with write(2) and friends (pipes included)."""
-    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
-        if line.startswith("wchar:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no wchar for {pid}")
+    return _io_count(pid, "wchar")
 
 
-def test_a_daemon_copies_small_files_in_its_workers_and_ends_them(
+def _bytes_read(pid: int) -> int:
+    """What the process read with read(2) and friends (pipes included)."""
+    return _io_count(pid, "rchar")
+
+
+def test_a_daemon_scans_and_copies_small_files_in_its_workers_and_ends_them(
     tmp_path: Path,
 ) -> None:
     source, target = tmp_path / "src", tmp_path / "dst"
@@ -331,6 +340,8 @@ def test_a_daemon_copies_small_files_in_its_workers_and_ends_them(
     with running_daemon(config, tmp_path) as daemon:
         workers = _children(daemon.pid)
         assert len(workers) == 2
+        # The first scans (before ready) hashed the source in the workers.
+        assert sum(map(_bytes_read, workers)) >= 200 * 10_000 + (9 << 20)
         before = sum(map(_bytes_written, workers))
         result = run_cli("sync", "m", "--json", config=config)
         assert result.returncode == 0, result.stderr
@@ -355,3 +366,76 @@ def test_a_daemon_copies_small_files_in_its_workers_and_ends_them(
         assert listing(target) == listing(source)
         assert tmp_entries(target) == []
     assert [pid for pid in workers if Path(f"/proc/{pid}").exists()] == []
+
+
+# Jobs of two kinds in a fresh interpreter (the classes live in its __main__,
+# which the forked workers share).
+WAIT_PROBE = r"""
+import json, os, sys, time
+from pathlib import Path
+
+import anyio
+
+from conduitd.forked_workers import ForkedWorkers, WorkerJob
+from conduitd.logs import configure_logging
+
+work = Path(sys.argv[1])
+configure_logging("warning")
+
+
+class Held(WorkerJob):
+    def __init__(self, n):
+        self.n = n
+
+    def run(self):
+        (work / f"started-{self.n}").touch()
+        while not (work / "release").exists():
+            time.sleep(0.005)
+        return self.n
+
+
+class Other(WorkerJob):
+    def run(self):
+        return -1
+
+
+workers = ForkedWorkers.fork(2)
+assert workers is not None
+
+
+async def main():
+    found = {}
+    async with anyio.create_task_group() as tg:
+        for n in (1, 2):
+            tg.start_soon(workers.run, Held(n), int)
+        with anyio.fail_after(60):
+            while not all((work / f"started-{n}").exists() for n in (1, 2)):
+                await anyio.sleep(0.005)
+        # Both workers hold jobs of another kind: no waiting behind them.
+        found["other"] = await workers.run(Other(), int, wait=True)
+
+        async def third():
+            found["third"] = await workers.run(Held(3), int, wait=True)
+
+        tg.start_soon(third)
+        await anyio.sleep(0.2)
+        found["third_before_release"] = "third" in found
+        (work / "release").touch()
+    found["served"] = dict(workers.served)
+    return found
+
+
+try:
+    print(json.dumps(anyio.run(main)))
+finally:
+    workers.close()
+"""
+
+
+def test_a_job_waits_only_behind_jobs_of_its_own_kind(tmp_path: Path) -> None:
+    result = run_python(WAIT_PROBE, str(tmp_path))
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["other"] is None  # not queued behind the held jobs
+    assert found["third_before_release"] is False
+    assert found["third"] == 3  # waited for a worker, then ran there
+    assert found["served"] == {"Held": 3}

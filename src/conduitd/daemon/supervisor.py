@@ -46,6 +46,7 @@ from conduitd.daemon.schedules import ConduitScheduler
 from conduitd.daemon.signals import serve_signals
 from conduitd.daemon.watching import WatchService
 from conduitd.errors import AlreadyRunning, ConduitdError, ConfigError
+from conduitd.forked_workers import ForkedWorkers
 from conduitd.jobs.rootfs import clean_root_tmp
 from conduitd.logs import configure_logging
 from conduitd.storage.conduits import ConduitManager
@@ -112,6 +113,8 @@ class Supervisor:
         config_loader: reads the config on reload (default: load_config).
         watch: start the indexer's watchers (tests of the daemon machinery
             alone may turn it off).
+        workers: forked processes the indexer's whole-tree scans may run in
+            (see `conduitd.forked_workers`).
     """
 
     def __init__(
@@ -123,8 +126,10 @@ class Supervisor:
         notifier: Notifier | None = None,
         config_loader: ConfigLoader | None = None,
         watch: bool = True,
+        workers: ForkedWorkers | None = None,
     ) -> None:
         self.config = config
+        self._workers = workers
         self.state = RunState.STARTING
         self.started_at: str | None = None
         self.library: Library | None = None
@@ -246,7 +251,9 @@ class Supervisor:
                 await services.start(tm.leadership.run_heartbeat)
                 await services.start(tm.run_drainer)
                 if self._watch:
-                    self.watching = WatchService(self.library, conduits.notify_changes)
+                    self.watching = WatchService(
+                        self.library, conduits.notify_changes, self._workers
+                    )
                     await services.start(self.watching.run, self.config, tm)
                 paused = await conduits.paused_names()
                 for conduit in self.config.conduits:
@@ -437,11 +444,13 @@ async def run_daemon(
     *,
     run_factory: RunFactory | None = None,
     conflict_resolver: ConflictResolving | None = None,
+    workers: ForkedWorkers | None = None,
 ) -> None:
     """Run the daemon for `config` until SIGTERM, SIGINT or `conduitd stop`."""
     supervisor = Supervisor(
         config,
         run_factory=run_factory or unavailable_run_factory,
         conflict_resolver=conflict_resolver,
+        workers=workers,
     )
     await supervisor.run()

@@ -15,6 +15,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from conduitd.daemon.dirty import Side
+from conduitd.forked_workers import ForkedWorkers
 from conduitd.index.feed import ChangeFeed
 from conduitd.index.indexer import Indexer
 from conduitd.storage.locations import LocationRecord, list_locations
@@ -31,9 +32,15 @@ class WatchService:
     """Runs `Indexer.run_watchers` for the enabled conduits' roots and routes
     the indexer's change feed to the conduits (`sink(name, side, paths)`)."""
 
-    def __init__(self, library: Library, sink: ChangeSink) -> None:
+    def __init__(
+        self,
+        library: Library,
+        sink: ChangeSink,
+        workers: ForkedWorkers | None = None,
+    ) -> None:
         self._library = library
         self._sink = sink
+        self._workers = workers
         self._routes: dict[int, list[tuple[str, Side]]] = {}
         self._feed: ChangeFeed | None = None
         self.indexer: Indexer | None = None
@@ -47,7 +54,10 @@ class WatchService:
     ) -> None:
         """Watch until cancelled; started once every root had its first scan."""
         self.indexer = Indexer.for_library(
-            self._library, tm=tm, rescan_interval_s=config.daemon.rescan_interval_s
+            self._library,
+            tm=tm,
+            rescan_interval_s=config.daemon.rescan_interval_s,
+            workers=self._workers,
         )
         locations = await self._plan(config)
         with self.indexer.subscribe() as feed:

@@ -90,8 +90,8 @@ async def copy_in_worker(
     limiter: anyio.CapacityLimiter,
 ) -> list[TempFile | None] | None:
     """`files` copied into temps of `target` by a worker (waiting for one
-    to be free), or None: it failed, or none is left, and nothing it made is
-    left behind (copy them here)."""
+    that copies to be free), or None: none was free (all scan) or it failed,
+    and nothing it made is left behind (copy them here)."""
     stem = b"w" + secrets.token_hex(6).encode()  # never a parent's (hex) stem
     batch = CopyBatch(RootRef.of(source), RootRef.of(target), stem, tuple(files), fsync)
     try:
