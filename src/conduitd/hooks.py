@@ -14,7 +14,8 @@ import json
 import os
 import socket
 import subprocess
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from contextlib import suppress
 from typing import Final, TypeVar
 
 import anyio
@@ -74,25 +75,50 @@ async def run_hook(command: tuple[str, ...], document: Mapping[str, object]) -> 
     log = logger.bind(conduit=document.get("conduit"), command=command[0])
     try:
         with anyio.fail_after(HOOK_TIMEOUT_S):
-            result = await anyio.run_process(
-                list(command),
-                input=payload,
-                check=False,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
+            returncode, errors = await _run_process(command, payload, env)
     except TimeoutError:
         log.error("on_error_hook_timeout", timeout_s=HOOK_TIMEOUT_S)
         return
     except OSError as exc:
         log.error("on_error_hook_failed", error=str(exc))
         return
-    if result.returncode != 0:
-        stderr = result.stderr.decode(errors="replace")[-2000:]
-        log.error("on_error_hook_failed", exit_code=result.returncode, stderr=stderr)
+    if returncode != 0:
+        stderr = errors.decode(errors="replace")[-2000:]
+        log.error("on_error_hook_failed", exit_code=returncode, stderr=stderr)
     else:
         log.info("on_error_hook_ran", outcome=document.get("outcome"))
+
+
+async def _run_process(
+    command: tuple[str, ...], payload: bytes, env: Mapping[str, str]
+) -> tuple[int, bytes]:
+    """`anyio.run_process` with `payload` on stdin, except that a command
+    that exits without reading it is no error (run_process raises then, and
+    a hook that never reads its input would have changed the run's outcome)."""
+    async with await anyio.open_process(
+        list(command),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    ) as process:
+        assert process.stdin is not None
+        assert process.stderr is not None
+        errors = bytearray()
+
+        async def drain(stream: AsyncIterable[bytes]) -> None:
+            async for chunk in stream:
+                errors.extend(chunk)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drain, process.stderr)
+            with suppress(
+                anyio.BrokenResourceError, anyio.ClosedResourceError, OSError
+            ):
+                await process.stdin.send(payload)
+                await process.stdin.aclose()
+            returncode = await process.wait()
+    return returncode, bytes(errors)
 
 
 async def with_error_hook(

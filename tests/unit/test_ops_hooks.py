@@ -7,10 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from conduitd.config import ConduitConfig
 from conduitd.errors import SafetyRefusal
-from conduitd.hooks import with_error_hook
+from conduitd.hooks import run_hook, with_error_hook
 from conduitd.sync.service import Paused
 
 HOOK = "import sys, pathlib; pathlib.Path(sys.argv[1]).write_text(sys.stdin.read())"
@@ -86,3 +87,14 @@ async def test_a_failing_or_missing_hook_never_changes_the_outcome(
         assert await with_error_hook(config, run, lambda g: g) == generation(
             errors=0, status="failed:work_remains"
         )
+
+
+async def test_a_hook_that_never_reads_its_input_is_only_logged() -> None:
+    # More than a pipe holds: the write blocks until the hook closes its
+    # stdin, then fails with EPIPE (a race with a small document).
+    document = {"conduit": "photos", "outcome": "failed", "blob": "x" * (1 << 20)}
+    hook = (sys.executable, "-c", "import os; os.close(0); raise SystemExit(3)")
+    with capture_logs() as logs:
+        await run_hook(hook, document)
+    failed = [e for e in logs if e["event"] == "on_error_hook_failed"]
+    assert [e.get("exit_code") for e in failed] == [3]
