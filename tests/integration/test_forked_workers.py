@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -129,18 +130,22 @@ def test_a_worker_scan_writes_the_index_a_scan_here_writes(tmp_path: Path) -> No
     assert "worker_failed" in result.stderr
 
 
-def _processes_mentioning(text: str) -> list[int]:
+def _pids_where(test: Callable[[Path], bool]) -> list[int]:
+    """Processes whose /proc entry passes `test` (gone meanwhile: skipped)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            command = (entry / "cmdline").read_bytes()
+            if test(entry):
+                found.append(int(entry.name))
         except OSError:
             continue
-        if text.encode() in command:
-            found.append(int(entry.name))
-    return found
+    return sorted(found)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    return _pids_where(lambda entry: text.encode() in (entry / "cmdline").read_bytes())
 
 
 # `conduitd` itself, with ForkedWorkers.close recording what the workers did.
@@ -294,17 +299,11 @@ def test_a_worker_copies_and_leaves_no_temp_when_killed_or_dead(
 
 
 def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
+    def parent_is(entry: Path) -> bool:
+        fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        return int(fields[1]) == pid
+
+    return _pids_where(parent_is)
 
 
 def _io_count(pid: int, field: str) -> int:

@@ -355,7 +355,7 @@ class _Run:
                 ready.append(job)
         if not ready:
             return results
-        forked = await self._copy_forked(ready)
+        forked = await self._copy_forked(ready)  # live temps already
         copied: list[_Copied | JobOutcome] = list(forked)
         if len(forked) < len(ready):
             done = {id(c.job) for c in forked}
@@ -367,10 +367,12 @@ class _Run:
                 anyio.from_thread.check_cancelled,
                 self.fsync_each,
             )
-            copied += await anyio.to_thread.run_sync(call, limiter=self.global_limiter)
+            here = await anyio.to_thread.run_sync(call, limiter=self.global_limiter)
+            for result in here:
+                if isinstance(result, _Copied):
+                    self.live_temps[result.temp.tmp_rel] = result.job.dst_root
+            copied += here
         temps = [r for r in copied if isinstance(r, _Copied)]
-        for result in temps:
-            self.live_temps[result.temp.tmp_rel] = result.job.dst_root
         if temps and self.on_copied is not None:
             await self.on_copied([(r.job, r.temp) for r in temps])
         return results + copied
