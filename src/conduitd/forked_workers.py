@@ -29,7 +29,7 @@ import struct
 import sys
 import threading
 from collections import Counter
-from typing import Final, TypeVar
+from typing import ClassVar, Final, TypeVar
 
 import anyio
 import structlog
@@ -46,6 +46,9 @@ class WorkerJob:
     """A job a worker runs: picklable, and `run` returns a picklable result."""
 
     __slots__ = ()
+    # Jobs of one kind wait for each other's workers (`ForkedWorkers.run`);
+    # None: the class name.
+    kind: ClassVar[str | None] = None
 
     def run(self) -> object:
         raise NotImplementedError
@@ -101,9 +104,9 @@ class ForkedWorkers:
     def __init__(self, workers: list[_Worker]) -> None:
         self._idle = list(workers)
         self._all = list(workers)
-        self._busy: dict[int, str] = {}  # pid → the class of the job it runs
+        self._busy: dict[int, str] = {}  # pid → the kind of the job it runs
         self._freed: anyio.Event | None = None  # set when a worker is free or dead
-        # Jobs answered by a worker, by job class (the rest ran in-process).
+        # Jobs answered by a worker, by kind (the rest ran in-process).
         self.served: Counter[str] = Counter()
 
     @classmethod
@@ -160,7 +163,7 @@ class ForkedWorkers:
         would arrive out of turn): callers whose jobs write must clean up
         after it (see `CopyBatch`).
         """
-        kind = type(job).__name__
+        kind = job.kind or type(job).__name__
         if not (await self._wait_idle(kind) if wait else self._idle):
             return None
         worker = self._idle.pop()

@@ -39,6 +39,10 @@ from conduitd.storage.library import open_library
 from conduitd.storage.locations import ensure_location
 
 root, state = Path(sys.argv[1]), Path(sys.argv[2])
+if len(sys.argv) > 3:  # split the scans at the first level of that many dirs
+    import conduitd.index.indexer
+
+    conduitd.index.indexer.SCAN_SPLIT_DIRS = int(sys.argv[3])
 configure_logging("warning")
 workers = ForkedWorkers.fork(2)
 assert workers is not None, "a single-threaded process could not fork workers"
@@ -94,7 +98,7 @@ async def main():
 
 try:
     rounds = anyio.run(main)
-    print(json.dumps({"rounds": rounds, "served": workers.served["ScanJob"]}))
+    print(json.dumps({"rounds": rounds, "served": workers.served["scan"]}))
 finally:
     workers.close()
 """
@@ -114,19 +118,27 @@ def run_python(script: str, *args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def test_a_worker_scan_writes_the_index_a_scan_here_writes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("split_at", [None, 2])
+def test_a_worker_scan_writes_the_index_a_scan_here_writes(
+    tmp_path: Path, split_at: int | None
+) -> None:
+    """Whole and split (top level in one job, each directory below in a job
+    of its own, in whichever worker is free)."""
     root = tmp_path / "root"
     write(root / "docs" / "a.txt", b"alpha")
     write(root / "docs" / "b.txt", b"beta")
     write(root / "gone.txt", b"soon gone")
     write(root / "keep.txt", b"kept")
     (root / "empty").mkdir()
-    result = run_python(PROBE, str(root), str(tmp_path / "state"))
+    split = [] if split_at is None else [str(split_at)]
+    result = run_python(PROBE, str(root), str(tmp_path / "state"), *split)
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert [r["equal"] for r in found["rounds"]] == [True] * 4, found
     assert all(r["rows"] > 5 for r in found["rounds"])
-    # Rounds 0-2 went through the workers; round 3 found both dead.
-    assert found["served"] == 3
+    # Rounds 0-2 went through the workers; round 3 found both dead. Split:
+    # the top level, then docs/ and empty/ (0), docs/, empty/ and new/ (1),
+    # papers/, empty/ and new/ (2), each in a job of its own.
+    assert found["served"] == (3 if split_at is None else 3 + 2 + 3 + 3)
     assert "worker_failed" in result.stderr
 
 
@@ -188,8 +200,8 @@ def test_the_command_line_scans_and_copies_in_workers_and_leaves_none_behind(
     assert listing(mirror.target) == listing(mirror.source)
     assert tmp_entries(mirror.target) == []
     workers = json.loads(record.read_text())
-    assert workers["served"]["ScanJob"] == 2  # both sides' scans
-    assert workers["served"]["CopyBatch"] >= 3
+    assert workers["served"]["scan"] == 2  # both sides' scans
+    assert workers["served"]["copy"] >= 3
     alive = [pid for pid in workers["pids"] if Path(f"/proc/{pid}").exists()]
     assert alive == []
     assert _processes_mentioning(str(mirror.config)) == []

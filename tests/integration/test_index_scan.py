@@ -16,8 +16,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from conduitd.index import Indexer, MarkerStatus
-from conduitd.index.scanner import KnownContent
-from conduitd.storage.entries import load_entry_map
+from conduitd.index.scanner import ChangeSet, KnownContent, MemoryRows, TreeScanner
+from conduitd.index.walk import DIRECTORY, DirTask, values_from_stat
+from conduitd.storage.entries import EntryValues, load_entry_map
 from conduitd.storage.library import Library, open_library
 from conduitd.storage.locations import LocationRecord, LocationState, ensure_location
 from conduitd.storage.models import EntryKind, EntryRow
@@ -678,3 +679,60 @@ async def test_refresh_rereads_unchanged_files_only_when_asked(
     assert (watcher.hashed_files, watcher.updated) == (2, 0)
     entries = await load_entry_map(library.db, record.id)
     assert entries[b"moved"].content_id == content_id(b"after!")
+
+
+@pytest.mark.parametrize("indexed", [False, True])
+async def test_a_directory_gone_between_a_split_walk_and_its_piece(
+    root: Path, indexed: bool
+) -> None:
+    """A split walk plans the rows of the level it leaves unlisted; a piece
+    that finds one of them gone drops its planned row (never indexed) or
+    removes its subtree (indexed), as a single walk would."""
+    for name in ("a", "b", "c"):
+        (root / name / "inner").mkdir(parents=True)
+        (root / name / "inner" / "f.txt").write_bytes(name.encode())
+    scanner = TreeScanner(anyio.CapacityLimiter(2))
+    raw = bytes(root)
+    st = os.lstat(root)
+    start = DirTask(b"", values_from_stat(st, DIRECTORY, None))
+    rows: dict[bytes, EntryValues] = {}
+    if indexed:
+        whole = ChangeSet()
+        await scanner.collect(raw, st.st_dev, start, {}, whole)
+        rows = dict(whole.upserts)
+        os.utime(root / "a", ns=(1, 1))  # a's own row changes (planned at the top)
+    (root / "c" / "inner" / "f.txt").write_bytes(b"changed")
+    changes = ChangeSet()
+    rest = await scanner.collect(raw, st.st_dev, start, rows, changes, split_at=2)
+    assert sorted(t.relative_path for t in rest.tasks) == [b"a", b"b", b"c"]
+    assert b"a" in changes.upserts
+    assert indexed or b"a" in changes.added
+    shutil.rmtree(root / "a")
+    pieces = rest.pieces(3)
+    assert [len(piece.tasks) for piece in pieces] == [1, 1, 1]
+    if indexed:  # each piece has the stored rows of its own directories
+        assert sorted(sorted(piece.directories) for piece in pieces) == [
+            [b"a", b"a/inner"],
+            [b"b", b"b/inner"],
+            [b"c", b"c/inner"],
+        ]
+    for piece in pieces:
+        seed = changes.hand_over(piece.tasks)
+        assert piece.tasks[0].relative_path not in changes.upserts
+        await scanner.collect_subtrees(raw, st.st_dev, piece, MemoryRows(rows), seed)
+        changes.absorb(seed)
+    if indexed:
+        assert set(changes.upserts) == {b"c/inner/f.txt"}
+        assert changes.removed_subtrees == {b"a"}
+    else:
+        assert set(changes.upserts) == {
+            b"",
+            b"b",
+            b"b/inner",
+            b"b/inner/f.txt",
+            b"c",
+            b"c/inner",
+            b"c/inner/f.txt",
+        }
+        assert changes.added == set(changes.upserts)
+        assert changes.removed_subtrees == set()

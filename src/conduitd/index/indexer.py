@@ -37,8 +37,8 @@ from conduitd.index.marker import (
     rewrite_marker,
     write_marker,
 )
-from conduitd.index.scan_workers import ScanJob
-from conduitd.index.scanner import ChangeSet, KnownContent, TreeScanner
+from conduitd.index.scan_workers import ScanJob, ScanPart, SubtreeScanJob
+from conduitd.index.scanner import ChangeSet, KnownContent, TreeScanner, Unlisted
 from conduitd.index.state import IndexStep, advance
 from conduitd.index.store import SCAN_BATCH_ROWS, IndexStore, WriteCounts
 from conduitd.index.walk import DIRECTORY, DirTask, values_from_stat
@@ -50,7 +50,7 @@ from conduitd.index.watcher import (
     watch_batches,
 )
 from conduitd.storage.database import Database
-from conduitd.storage.entries import EntryReader
+from conduitd.storage.entries import EntryReader, parent_path
 from conduitd.storage.library import Library
 from conduitd.storage.locations import LocationRecord, LocationState, get_location
 from conduitd.storage.transactions import TransactionManager
@@ -64,6 +64,11 @@ BACKOFF_MIN_S: Final = 0.2
 BACKOFF_MAX_S: Final = 30.0
 # A watcher that ran this long before failing restarts after BACKOFF_MIN_S.
 BACKOFF_RESET_S: Final = 60.0
+# A whole-tree scan in workers walks its top levels in one job, down to the
+# first level of this many directories, and that level in pieces, a few per
+# worker: a worker done with the smaller tree takes pieces of the larger.
+SCAN_SPLIT_DIRS: Final = 16
+SCAN_PIECES_PER_WORKER: Final = 2
 
 
 class RootUnavailable(Exception):
@@ -279,20 +284,11 @@ class Indexer:
         return report
 
     async def _collect(self, record: LocationRecord, st: os.stat_result) -> ChangeSet:
-        """The whole tree compared with its rows: in a worker process when one
-        is free (one-shot runs), otherwise here."""
+        """The whole tree compared with its rows: in the worker processes when
+        one is free (one-shot runs, the daemon), otherwise here."""
         start = DirTask(b"", values_from_stat(st, DIRECTORY, None))
         if self.workers is not None:
-            job = ScanJob(
-                record.root,
-                st.st_dev,
-                start,
-                self.db.path,
-                record.id,
-                self.scanner.known(record.root),
-                int(self.limiter.total_tokens),
-            )
-            found = await self.workers.run(job, ChangeSet)
+            found = await self._collect_in_workers(record, start, st.st_dev)
             if found is not None:
                 return found
         changes = ChangeSet()
@@ -301,6 +297,62 @@ class Indexer:
             await self.scanner.collect(record.root, st.st_dev, start, reader, changes)
         finally:
             reader.close()
+        return changes
+
+    async def _collect_in_workers(
+        self, record: LocationRecord, start: DirTask, root_dev: int
+    ) -> ChangeSet | None:
+        """The top levels in one job, then the level where the tree fans out
+        in pieces, each in the next free worker (here when none is left).
+        None when no worker took the first job."""
+        assert self.workers is not None
+        known = self.scanner.known(record.root)
+        threads = int(self.limiter.total_tokens)
+        first = await self.workers.run(
+            ScanJob(
+                record.root,
+                root_dev,
+                start,
+                self.db.path,
+                record.id,
+                known,
+                threads,
+                split_at=SCAN_SPLIT_DIRS,
+                pieces=len(self.workers.pids) * SCAN_PIECES_PER_WORKER,
+            ),
+            ScanPart,
+        )
+        if first is None:
+            return None
+        changes = first.changes
+
+        async def walk(piece: Unlisted, seed: ChangeSet) -> None:
+            job = SubtreeScanJob(
+                record.root,
+                root_dev,
+                piece,
+                seed,
+                self.db.path,
+                record.id,
+                _known_under(known, piece.tasks),
+                threads,
+            )
+            assert self.workers is not None
+            found = await self.workers.run(job, ChangeSet, wait=True)
+            if found is None:  # the job got a copy: `seed` is as it was
+                found = seed
+                reader = EntryReader(self.db.path, record.id)
+                try:
+                    await self.scanner.collect_subtrees(
+                        record.root, root_dev, piece, reader, found
+                    )
+                finally:
+                    reader.close()
+            changes.absorb(found)
+
+        async with anyio.create_task_group() as tg:
+            for piece in first.pieces:
+                tg.start_soon(walk, piece, changes.hand_over(piece.tasks))
         return changes
 
     async def _refresh_locked(
@@ -717,3 +769,19 @@ async def _set_when_cancelled(stop: anyio.Event, pace: WatchPace) -> None:
     finally:
         stop.set()
         pace.nudge()
+
+
+def _known_under(
+    known: Mapping[bytes, KnownContent], starts: Sequence[DirTask]
+) -> dict[bytes, KnownContent]:
+    """What is announced within the subtrees of `starts`."""
+    prefixes = {task.relative_path for task in starts}
+    found: dict[bytes, KnownContent] = {}
+    for path, content in known.items():
+        ancestor = parent_path(path)
+        while ancestor:
+            if ancestor in prefixes:
+                found[path] = content
+                break
+            ancestor = parent_path(ancestor)
+    return found

@@ -106,6 +106,35 @@ class ChangeSet:
         self.upserts.pop(path, None)
         self.added.discard(path)
 
+    def hand_over(self, starts: Iterable[DirTask]) -> ChangeSet:
+        """Move what is planned for `starts` into a new set, which a walk of
+        their subtrees (`TreeScanner.collect_subtrees`) then continues: there
+        a start that vanished must drop the row its parent's listing planned."""
+        seed = ChangeSet()
+        for task in starts:
+            path = task.relative_path
+            if path in self.upserts:
+                seed.upserts[path] = self.upserts.pop(path)
+            if path in self.added:
+                self.added.discard(path)
+                seed.added.add(path)
+        return seed
+
+    def absorb(self, other: ChangeSet) -> None:
+        """Add the changes of a walk of other paths (disjoint subtrees)."""
+        self.upserts.update(other.upserts)
+        self.added |= other.added
+        self.removed |= other.removed
+        self.removed_subtrees |= other.removed_subtrees
+        self.digests.update(other.digests)
+        self.dirty |= other.dirty
+        self.unchanged += other.unchanged
+        self.unreadable += other.unreadable
+        self.skipped += other.skipped
+        self.hashed_files += other.hashed_files
+        self.hashed_bytes += other.hashed_bytes
+        self.warnings += other.warnings
+
     def final_digests(self) -> dict[bytes, bytes | None]:
         """Digests to store: none for directories with an unclean child."""
         return {
@@ -132,6 +161,33 @@ class ChangeSet:
                 logged=WARNINGS_LOGGED,
                 total=len(self.warnings),
             )
+
+
+@dataclass(slots=True)
+class Unlisted:
+    """Directories a split walk left unlisted (their own rows are planned),
+    with the stored rows of the directories in their subtrees."""
+
+    tasks: list[DirTask] = field(default_factory=list)
+    directories: dict[bytes, tuple[EntryValues, bytes | None]] = field(
+        default_factory=dict
+    )
+
+    def pieces(self, count: int) -> list[Unlisted]:
+        """At most `count` pieces of about as many directories (every
+        `count`-th: neighbours' sizes tend to be alike)."""
+        count = min(count, len(self.tasks))
+        pieces = [Unlisted(self.tasks[i::count]) for i in range(count)]
+        piece_of = {
+            task.relative_path: piece for piece in pieces for task in piece.tasks
+        }
+        for path, row in self.directories.items():
+            ancestor = path
+            while ancestor and ancestor not in piece_of:
+                ancestor = parent_path(ancestor)
+            if ancestor:
+                piece_of[ancestor].directories[path] = row
+        return pieces
 
 
 class RowSource(Protocol):
@@ -225,12 +281,20 @@ class TreeScanner:
         start: DirTask,
         rows: RowSource | dict[bytes, EntryValues],
         changes: ChangeSet,
-    ) -> None:
+        *,
+        split_at: int | None = None,
+    ) -> Unlisted:
         """Walk `start` and its subtree and compare with the index.
 
         Args:
             rows: where the subtree's rows are read (an `EntryReader`), or the
                 rows themselves, in memory.
+            split_at: stop at the first level of at least this many
+                directories: pieces of it can then be walked at once
+                (`collect_subtrees`).
+
+        Returns:
+            What was left unlisted (nothing without `split_at`).
         """
         source: RowSource = MemoryRows(rows) if isinstance(rows, dict) else rows
         prefix = start.relative_path
@@ -246,10 +310,38 @@ class TreeScanner:
             )
         planner = Planner(root_dev, directories)
         _merge(planner.plan_start(start, start_row), changes)
+        rest = await self._walk(root, [start], planner, source, changes, split_at)
+        return Unlisted(rest, directories if rest else {})
+
+    async def collect_subtrees(
+        self,
+        root: bytes,
+        root_dev: int,
+        piece: Unlisted,
+        rows: RowSource,
+        changes: ChangeSet,
+    ) -> None:
+        """Walk a piece of what `collect(split_at=...)` left unlisted;
+        `changes` holds what was planned for its directories
+        (`ChangeSet.hand_over`)."""
+        planner = Planner(root_dev, piece.directories)
+        await self._walk(root, list(piece.tasks), planner, rows, changes, None)
+
+    async def _walk(
+        self,
+        root: bytes,
+        frontier: list[DirTask],
+        planner: Planner,
+        source: RowSource,
+        changes: ChangeSet,
+        split_at: int | None,
+    ) -> list[DirTask]:
+        """List the frontier level by level, hashing what changed meanwhile;
+        the unlisted rest when a level reaches `split_at` directories."""
+        root_dev = planner.root_dev
         pending: list[tuple[bytes, EntryValues, EntryValues | None]] = []
         async with anyio.create_task_group() as tg:
-            frontier = [start]
-            while frontier:
+            while frontier and (split_at is None or len(frontier) < split_at):
                 subdirs: list[DirTask] = []
                 for i in range(0, len(frontier), DIRS_PER_CALL):
                     chunk = frontier[i : i + DIRS_PER_CALL]
@@ -270,6 +362,7 @@ class TreeScanner:
                     )
                 frontier = subdirs
             self._start_hashing(tg, root, root_dev, pending, changes, final=True)
+        return frontier
 
     async def refresh(
         self,

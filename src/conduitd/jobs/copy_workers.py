@@ -20,6 +20,7 @@ import os
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import anyio
 
@@ -54,6 +55,8 @@ class RootRef:
 @dataclass(frozen=True, slots=True)
 class CopyBatch(WorkerJob):
     """Files of one source root to copy into temps of one target root."""
+
+    kind: ClassVar[str] = "copy"
 
     source: RootRef
     target: RootRef
