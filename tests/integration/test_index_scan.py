@@ -7,7 +7,7 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import anyio
@@ -17,8 +17,20 @@ from structlog.testing import capture_logs
 
 from conduitd.index import Indexer, MarkerStatus
 from conduitd.index.scanner import ChangeSet, KnownContent, MemoryRows, TreeScanner
-from conduitd.index.walk import DIRECTORY, DirTask, values_from_stat
-from conduitd.storage.entries import EntryValues, load_entry_map
+from conduitd.index.store import _apply_batch, _Batch
+from conduitd.index.walk import (
+    DIRECTORY,
+    DirTask,
+    flagged,
+    list_directories,
+    values_from_stat,
+)
+from conduitd.storage.entries import (
+    EntryValues,
+    Writer,
+    fetch_entry_values,
+    load_entry_map,
+)
 from conduitd.storage.library import Library, open_library
 from conduitd.storage.locations import LocationRecord, LocationState, ensure_location
 from conduitd.storage.models import EntryKind, EntryRow
@@ -572,25 +584,79 @@ async def digest_of(library: Library, record: LocationRecord, path: bytes) -> ob
     return row[0]
 
 
-async def test_a_write_outside_a_scan_clears_the_parent_listing_digest(
+def live_digest(root: Path, path: bytes) -> bytes | None:
+    """The digest a walk computes for that directory now."""
+    st = os.lstat(root / os.fsdecode(path)) if path else os.lstat(root)
+    task = DirTask(path, values_from_stat(st, DIRECTORY, None))
+    (listing,), _subdirs = list_directories(bytes(root), [task], st.st_dev, {})
+    return listing.digest
+
+
+async def test_a_write_outside_a_scan_keeps_the_parent_listing_digest_true(
     library: Library, root: Path
 ) -> None:
+    """Written, added, deleted, replaced by a directory, a symlink added: the
+    parent's digest after each refresh is the one a walk computes, so the next
+    scan neither loads nor compares its children's rows."""
+    (root / "d").mkdir()
+    (root / "d" / "f").write_bytes(b"one")
+    (root / "d" / "g").write_bytes(b"gone soon")
+    (root / "d" / "h").write_bytes(b"a file, then a directory")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+    await indexer.scan(record)
+    assert await digest_of(library, record, b"d") == live_digest(root, b"d")
+
+    def replace_by_directory(path: Path) -> None:
+        path.unlink()
+        path.mkdir()
+
+    steps: list[tuple[Callable[[], object], bytes]] = [
+        (lambda: (root / "d" / "f").write_bytes(b"two"), b"d/f"),
+        (lambda: (root / "d" / "new").write_bytes(b"new"), b"d/new"),
+        ((root / "d" / "g").unlink, b"d/g"),
+        (lambda: replace_by_directory(root / "d" / "h"), b"d/h"),
+        (lambda: os.symlink("f", root / "d" / "link"), b"d/link"),
+    ]
+    for change, path in steps:
+        change()
+        await indexer.refresh(record.id, [path])
+        assert await digest_of(library, record, b"d") == live_digest(root, b"d")
+
+    report = await indexer.scan(record)
+    assert (report.updated, report.added, report.removed) == (0, 0, 0)
+    assert report.hashed_files == 0
+    entries = await load_entry_map(library.db, record.id)
+    assert entries[b"d/f"].content_id == content_id(b"two")
+    assert b"d/g" not in entries
+    assert entries[b"d/h"].kind is EntryKind.DIRECTORY
+
+
+async def test_a_child_indexed_as_unreadable_drops_its_parent_digest(
+    library: Library, root: Path
+) -> None:
+    """A row no listing vouches for (here: a file that was never hashed,
+    unreadable) leaves its parent without a digest: the next scan compares
+    the children one by one."""
     (root / "d").mkdir()
     (root / "d" / "f").write_bytes(b"one")
     record = await add_location(library, root)
     indexer = Indexer.for_library(library)
     await indexer.scan(record)
     assert await digest_of(library, record, b"d") is not None
-
-    (root / "d" / "f").write_bytes(b"two")
-    await indexer.refresh(record.id, [b"d/f"])
-
+    async with library.db.transaction() as tx:
+        await _apply_unreadable(tx, record.id, b"d/f")
     assert await digest_of(library, record, b"d") is None
-    report = await indexer.scan(record)
-    assert (report.updated, report.hashed_files) == (0, 0)  # refresh did it all
-    assert await digest_of(library, record, b"d") is not None
-    entries = await load_entry_map(library.db, record.id)
-    assert entries[b"d/f"].content_id == content_id(b"two")
+
+
+async def _apply_unreadable(tx: Writer, location_id: int, path: bytes) -> None:
+    """What a refresh writes for a file it could not read (the store's own
+    batch, so the parent's digest is kept as a refresh keeps it)."""
+    rows = await fetch_entry_values(tx, location_id, [path])
+    batch = _Batch(
+        upserts=[(path, flagged(rows[path]))], removed=[], removed_subtrees=[], added=0
+    )
+    await _apply_batch(tx, location_id, batch, frozenset())
 
 
 def announced(path: Path, content: str) -> KnownContent:

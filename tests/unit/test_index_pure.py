@@ -20,7 +20,8 @@ from conduitd.index.marker import (
     classify_marker,
 )
 from conduitd.index.state import TRANSITIONS, IndexStep, InvalidTransition, advance
-from conduitd.index.walk import is_conduitd_path, needs_hash
+from conduitd.index.store import updated_digests
+from conduitd.index.walk import child_term, digest_with, is_conduitd_path, needs_hash
 from conduitd.index.watcher import ConduitdTmpFilter, translate
 from conduitd.storage.entries import is_within, parent_path
 from conduitd.storage.locations import LocationRecord, LocationState
@@ -238,3 +239,65 @@ async def test_feed_wakes_a_waiting_reader() -> None:
             await anyio.sleep(0.01)
             feed.close()
     assert [c.paths for c in received] == [frozenset({b"a"})]
+
+
+# Listing digests: sums of one term per child, updated from rows alone.
+FILE_ROW = (0, 3, 10, 11, 100, 0o100644, "c" * 64, None, 0)
+DIR_ROW = (1, 0, 20, 21, 200, 0o40755, None, None, 0)
+LINK_ROW = (2, 1, 30, 31, 300, 0o120777, None, b"f", 0)
+EMPTY = bytes(32)
+
+
+def test_a_digest_is_a_sum_whatever_the_order_of_the_children() -> None:
+    terms = [
+        child_term(b"d/f", FILE_ROW),
+        child_term(b"d/sub", DIR_ROW),
+        child_term(b"d/link", LINK_ROW),
+    ]
+    assert None not in terms
+    ints = [t for t in terms if t is not None]
+    assert digest_with(EMPTY, [], ints) == digest_with(EMPTY, [], ints[::-1])
+    one_by_one = EMPTY
+    for term in ints:
+        one_by_one = digest_with(one_by_one, [], [term])
+    assert one_by_one == digest_with(EMPTY, [], ints)
+    assert digest_with(one_by_one, ints, []) == EMPTY
+
+
+def test_a_term_depends_on_name_and_metadata_not_on_content_id_or_parent() -> None:
+    term = child_term(b"d/f", FILE_ROW)
+    assert child_term(b"other/f", FILE_ROW) == term
+    assert child_term(b"d/f", (*FILE_ROW[:6], "e" * 64, None, 0)) == term
+    assert child_term(b"d/g", FILE_ROW) != term
+    for index, value in ((1, 4), (2, 12), (3, 12), (4, 101), (5, 0o100600)):
+        changed = list(FILE_ROW)
+        changed[index] = value
+        assert child_term(b"d/f", tuple(changed)) != term
+    assert child_term(b"d/link", (*LINK_ROW[:7], b"g", 0)) != child_term(
+        b"d/link", LINK_ROW
+    )
+
+
+def test_rows_no_listing_vouches_for_have_no_term() -> None:
+    assert child_term(b"d/f", (*FILE_ROW[:8], 1)) is None  # unreadable
+    assert child_term(b"d/f", (*FILE_ROW[:6], None, None, 0)) is None  # not hashed
+    assert child_term(b"d/x", (7, *FILE_ROW[1:])) is None  # no such kind
+
+
+def test_updated_digests_swap_old_terms_for_new_ones() -> None:
+    f_term = child_term(b"d/f", FILE_ROW)
+    sub_term = child_term(b"d/sub", DIR_ROW)
+    assert f_term is not None
+    assert sub_term is not None
+    before = digest_with(EMPTY, [], [f_term, sub_term])
+    edited = (0, 5, 12, 13, 100, 0o100644, "e" * 64, None, 0)
+    after = updated_digests(
+        {b"d": before, b"e": EMPTY},
+        [b"d/f", b"d/sub", b"d/new", b"e/x"],
+        {b"d/f": FILE_ROW, b"d/sub": DIR_ROW},
+        {b"d/f": edited, b"d/new": LINK_ROW, b"e/x": (*FILE_ROW[:8], 1)},
+    )
+    new_f, link = child_term(b"d/f", edited), child_term(b"d/new", LINK_ROW)
+    assert new_f is not None
+    assert link is not None
+    assert after == {b"d": digest_with(EMPTY, [], [new_f, link]), b"e": None}

@@ -9,12 +9,15 @@ writes through `Database.transaction()` and logs nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Final
 
 import anyio
 
 from conduitd.index.scanner import ChangeSet
+from conduitd.index.walk import child_term, digest_with
 from conduitd.storage.agreement import bump_index_version
 from conduitd.storage.database import Database
 from conduitd.storage.entries import (
@@ -24,6 +27,8 @@ from conduitd.storage.entries import (
     delete_entries,
     delete_subtree,
     entry_totals,
+    fetch_entry_values,
+    fetch_listing_digests,
     parent_path,
     set_listing_digests,
     upsert_entries,
@@ -107,6 +112,7 @@ class IndexStore:
             for i in range(size, len(ordered), size)
         ]
         batches[-1].digests = changes.final_digests()
+        fresh = batches[-1].digests.keys()
         total = WriteCounts()
         deleted: list[bytes] = []
         for batch in batches:
@@ -118,21 +124,21 @@ class IndexStore:
                 or batch.digests
             ):
                 continue
-            counts, gone = await self._commit_batch(location, batch)
+            counts, gone = await self._commit_batch(location, batch, fresh)
             total += counts
             deleted += gone
         return total, deleted
 
     async def _commit_batch(
-        self, location: LocationRecord, batch: _Batch
+        self, location: LocationRecord, batch: _Batch, fresh: AbstractSet[bytes]
     ) -> tuple[WriteCounts, list[bytes]]:
         """The logging seam: one transaction, and with a TransactionManager one
         `bulk_insert` summary for it."""
         if self.tm is None:
             async with self.db.transaction() as tx:
-                return await _apply_batch(tx, location.id, batch)
+                return await _apply_batch(tx, location.id, batch, fresh)
         async with self.tm.transaction() as ltx:
-            counts, deleted = await _apply_batch(ltx, location.id, batch)
+            counts, deleted = await _apply_batch(ltx, location.id, batch, fresh)
             if counts.total:
                 await ltx.log_bulk(
                     "entry",
@@ -189,20 +195,43 @@ class IndexStore:
 
 
 async def _apply_batch(
-    tx: Writer, location_id: int, batch: _Batch
+    tx: Writer, location_id: int, batch: _Batch, fresh: AbstractSet[bytes]
 ) -> tuple[WriteCounts, list[bytes]]:
+    """One batch of a write; `fresh` are the directories whose listing digests
+    the write's last batch stores."""
+    # Once each: a directory that became a file is deleted and written.
+    touched = [
+        path
+        for path in dict.fromkeys(
+            (*(p for p, _ in batch.upserts), *batch.removed, *batch.removed_subtrees)
+        )
+        if path
+    ]
+    # The other parents of written children keep a true digest: their terms
+    # of the children's old rows out, of the new rows in (rows read first).
+    kept = await fetch_listing_digests(
+        tx, location_id, {parent_path(p) for p in touched} - fresh
+    )
+    children = [p for p in touched if parent_path(p) in kept]
+    old = await fetch_entry_values(tx, location_id, children) if children else {}
     deleted: list[bytes] = []
     for prefix in batch.removed_subtrees:
         deleted += await delete_subtree(tx, location_id, prefix)
     await delete_entries(tx, location_id, batch.removed)
     deleted += batch.removed
     await upsert_entries(tx, location_id, batch.upserts)
-    # Children written: their parents' listing digests no longer vouch for them
-    # (a scan stores fresh ones after its last batch).
-    written = [p for p, _ in batch.upserts]
-    await clear_listing_digests(
-        tx, location_id, {parent_path(p) for p in (*written, *deleted) if p}
+    await set_listing_digests(
+        tx,
+        location_id,
+        updated_digests(kept, children, old, dict(batch.upserts)).items(),
     )
+    # Until the last batch stores fresh ones, the digests of the directories
+    # this write lists vouch for nothing; nor does the root's, when all its
+    # children went at once (a subtree delete of b"").
+    stale = {parent_path(p) for p in touched} & fresh
+    if b"" in batch.removed_subtrees:
+        stale.add(b"")
+    await clear_listing_digests(tx, location_id, stale - batch.digests.keys())
     await set_listing_digests(tx, location_id, batch.digests.items())
     # A path deleted with its subtree and written again (a directory that became
     # a file) counts as updated, not as removed and added.
@@ -214,3 +243,37 @@ async def _apply_batch(
     if batch.upserts or deleted:
         await bump_index_version(tx, location_id)
     return counts, deleted
+
+
+def updated_digests(
+    digests: Mapping[bytes, bytes],
+    children: Iterable[bytes],
+    old: Mapping[bytes, EntryValues],
+    new: Mapping[bytes, EntryValues],
+) -> dict[bytes, bytes | None]:
+    """The listing digests of directories after their `children` went from
+    their `old` rows (absent: none) to their `new` ones (absent: deleted).
+
+    None where a row is one no listing vouches for: the next walk compares
+    that directory's children one by one and stores a fresh digest.
+    """
+    out: dict[bytes, list[int]] = {}
+    into: dict[bytes, list[int]] = {}
+    broken: set[bytes] = set()
+    for child in children:
+        parent = parent_path(child)
+        for rows, terms in ((old, out), (new, into)):
+            values = rows.get(child)
+            if values is None:
+                continue
+            term = child_term(child, values)
+            if term is None:
+                broken.add(parent)
+            else:
+                terms.setdefault(parent, []).append(term)
+    return {
+        parent: None
+        if parent in broken
+        else digest_with(digest, out.get(parent, ()), into.get(parent, ()))
+        for parent, digest in digests.items()
+    }

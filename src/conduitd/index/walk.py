@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -24,12 +24,15 @@ import blake3
 
 from conduitd.index.marker import CONDUITD_DIR
 from conduitd.storage.entries import (
+    CONTENT_ID,
     CTIME_NS,
     INODE,
     KIND,
+    MODE,
     MTIME_NS,
     SIZE,
     SYMLINK_TARGET,
+    UNREADABLE,
     EntryValues,
 )
 from conduitd.storage.models import EntryKind
@@ -127,17 +130,58 @@ class Listing:
     unstatable: list[tuple[bytes, str]] = field(default_factory=list)
     error: str | None = None  # the directory could not be listed
     vanished: bool = False  # it was gone when its turn came
-    # BLAKE3 of the children's names and metadata in listing order; None when
-    # a child is special, a mount point or could not be stat-ed
+    # the children's names and metadata digested (see `child_term`); None
+    # when a child is special, a mount point or could not be stat-ed
     digest: bytes | None = None
     same: bool = False  # digest equals the stored one: every child unchanged
     count: int = 0
 
 
-# One child in the digest: name length, symlink target length, kind, size,
-# mtime_ns, ctime_ns, inode, mode, then the name and the target. The lengths
-# make the concatenation unambiguous.
+# A listing digest is the sum (mod 2**256) of one BLAKE3 per child, so that a
+# write of one child updates its parent's digest from the child's old and new
+# rows alone (`digest_with`), and the listing order does not matter. A child's
+# part: name length, symlink target length, kind, size, mtime_ns, ctime_ns,
+# inode, mode, then the name and the target (the lengths make it unambiguous).
 _DIGEST_ROW: Final = struct.Struct("<HHBqqqQq")
+_DIGEST_BYTES: Final = 32
+_DIGEST_MODULUS: Final = 1 << (8 * _DIGEST_BYTES)
+
+
+def child_term(relative_path: bytes, values: EntryValues) -> int | None:
+    """A child row's term in its parent's digest, as a listing that found it
+    so computes it; None for a row a listing never vouches for (unreadable,
+    a file not hashed, a kind no clean listing holds)."""
+    kind = values[KIND]
+    if values[UNREADABLE]:
+        return None
+    if kind == FILE:
+        if values[CONTENT_ID] is None:
+            return None
+        target = b""
+    elif kind == DIRECTORY:
+        target = b""
+    elif kind == SYMLINK:
+        target = values[SYMLINK_TARGET] or b""
+    else:
+        return None
+    name = relative_path[relative_path.rfind(b"/") + 1 :]
+    part = _DIGEST_ROW.pack(
+        len(name),
+        len(target),
+        kind,
+        values[SIZE],
+        values[MTIME_NS],
+        values[CTIME_NS],
+        values[INODE],
+        values[MODE],
+    )
+    return int.from_bytes(blake3.blake3(part + name + target).digest(), "little")
+
+
+def digest_with(digest: bytes, removed: Iterable[int], added: Iterable[int]) -> bytes:
+    """`digest` without the terms of children's old rows, with their new ones."""
+    total = int.from_bytes(digest, "little") - sum(removed) + sum(added)
+    return (total % _DIGEST_MODULUS).to_bytes(_DIGEST_BYTES, "little")
 
 
 def list_directories(
@@ -177,7 +221,9 @@ def _list_one(
         return listing
     append = listing.entries.append
     pack = _DIGEST_ROW.pack
-    parts: list[bytes] = []
+    term = blake3.blake3
+    from_bytes = int.from_bytes
+    total = 0
     clean = True
     for entry in entries:
         name = entry.name
@@ -197,34 +243,30 @@ def _list_one(
         if st.st_dev != root_dev:
             clean = False
         elif stat.S_ISREG(mode):
-            parts.append(
-                pack(
-                    len(name),
-                    0,
-                    FILE,
-                    st.st_size,
-                    st.st_mtime_ns,
-                    st.st_ctime_ns,
-                    st.st_ino,
-                    mode,
-                )
+            part = pack(
+                len(name),
+                0,
+                FILE,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_ino,
+                mode,
             )
-            parts.append(name)
+            total += from_bytes(term(part + name).digest(), "little")
         elif stat.S_ISDIR(mode):
             subdirs.append(DirTask(child, values_from_stat(st, DIRECTORY, None)))
-            parts.append(
-                pack(
-                    len(name),
-                    0,
-                    DIRECTORY,
-                    0,
-                    st.st_mtime_ns,
-                    st.st_ctime_ns,
-                    st.st_ino,
-                    mode,
-                )
+            part = pack(
+                len(name),
+                0,
+                DIRECTORY,
+                0,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_ino,
+                mode,
             )
-            parts.append(name)
+            total += from_bytes(term(part + name).digest(), "little")
         elif stat.S_ISLNK(mode):
             try:
                 target = os.readlink(entry.path)
@@ -234,25 +276,23 @@ def _list_one(
                 listing.unstatable.append((child, str(exc)))
                 clean = False
                 continue
-            parts.append(
-                pack(
-                    len(name),
-                    len(target),
-                    SYMLINK,
-                    st.st_size,
-                    st.st_mtime_ns,
-                    st.st_ctime_ns,
-                    st.st_ino,
-                    mode,
-                )
+            part = pack(
+                len(name),
+                len(target),
+                SYMLINK,
+                st.st_size,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_ino,
+                mode,
             )
-            parts.append(name + target)
+            total += from_bytes(term(part + name + target).digest(), "little")
         else:
             clean = False
         append((child, st, target))
     listing.count = len(listing.entries)
     if clean:
-        digest = blake3.blake3(b"".join(parts)).digest()
+        digest = (total % _DIGEST_MODULUS).to_bytes(_DIGEST_BYTES, "little")
         listing.digest = digest
         if stored.get(rel) == digest:
             listing.same = True

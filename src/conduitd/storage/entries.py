@@ -311,10 +311,28 @@ async def set_listing_digests(
         )
 
 
+async def fetch_listing_digests(
+    db: Reader, location_id: int, directories: Iterable[bytes]
+) -> dict[bytes, bytes]:
+    """The listing digests those directories have (chunked `IN` queries)."""
+    wanted = list(set(directories))
+    found: dict[bytes, bytes] = {}
+    for start in range(0, len(wanted), IN_LIST_MAX):
+        chunk = wanted[start : start + IN_LIST_MAX]
+        marks = ", ".join("?" * len(chunk))
+        rows = await db.fetch_all(
+            "SELECT relative_path, listing_digest FROM entry WHERE location_id = ?"
+            f" AND relative_path IN ({marks}) AND listing_digest IS NOT NULL",
+            [location_id, *chunk],
+        )
+        found.update((row[0], row[1]) for row in rows)
+    return found
+
+
 async def clear_listing_digests(
     tx: Writer, location_id: int, directories: Iterable[bytes]
 ) -> None:
-    """Forget the listing digests of directories whose children were written."""
+    """Forget the listing digests of directories (their children changed)."""
     params: list[SqlParams] = [(location_id, d) for d in set(directories)]
     if params:
         await tx.execute_many(

@@ -190,7 +190,7 @@ ALTER TABLE location ADD COLUMN has_marker INTEGER NOT NULL DEFAULT 0;
 # Index (issue 4): a digest of a directory's listing as last indexed (names and
 # lstat metadata of its children). An unchanged rescan compares it with the
 # digest of the live listing and skips loading and comparing the children's
-# rows. NULL whenever a child row is written outside a scan.
+# rows. NULL when unknown (see LISTING_DIGEST_SUMS).
 ENTRY_LISTING_DIGEST: Final = """
 ALTER TABLE entry ADD COLUMN listing_digest BLOB;
 """
@@ -230,6 +230,14 @@ TRASH_PATH_INDEX: Final = """
 CREATE INDEX idx_sync_trash_path ON sync_trash(conduit_id, relative_path);
 """
 
+# Listing digests became sums of one term per child (issue 5 bench), so that
+# a write outside a scan keeps its parent's digest true instead of clearing it
+# (which made the next scan compare every directory a run had written to):
+# digests of the old kind are forgotten, the next scan stores new ones.
+LISTING_DIGEST_SUMS: Final = """
+UPDATE entry SET listing_digest = NULL WHERE listing_digest IS NOT NULL;
+"""
+
 LIBRARY_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "initial library schema", INITIAL),
     Migration(201, "location marker flag", LOCATION_MARKER_FLAG),
@@ -237,4 +245,5 @@ LIBRARY_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(203, "index of directory entries", ENTRY_DIRECTORY_INDEX),
     Migration(204, "index versions and conduit agreements", INDEX_AGREEMENT),
     Migration(205, "trash rows by path", TRASH_PATH_INDEX),
+    Migration(206, "listing digests as sums", LISTING_DIGEST_SUMS),
 )
