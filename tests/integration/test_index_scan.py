@@ -17,20 +17,13 @@ from structlog.testing import capture_logs
 
 from conduitd.index import Indexer, MarkerStatus
 from conduitd.index.scanner import ChangeSet, KnownContent, MemoryRows, TreeScanner
-from conduitd.index.store import _apply_batch, _Batch
 from conduitd.index.walk import (
     DIRECTORY,
     DirTask,
-    flagged,
     list_directories,
     values_from_stat,
 )
-from conduitd.storage.entries import (
-    EntryValues,
-    Writer,
-    fetch_entry_values,
-    load_entry_map,
-)
+from conduitd.storage.entries import EntryValues, load_entry_map
 from conduitd.storage.library import Library, open_library
 from conduitd.storage.locations import LocationRecord, LocationState, ensure_location
 from conduitd.storage.models import EntryKind, EntryRow
@@ -630,33 +623,6 @@ async def test_a_write_outside_a_scan_keeps_the_parent_listing_digest_true(
     assert entries[b"d/f"].content_id == content_id(b"two")
     assert b"d/g" not in entries
     assert entries[b"d/h"].kind is EntryKind.DIRECTORY
-
-
-async def test_a_child_indexed_as_unreadable_drops_its_parent_digest(
-    library: Library, root: Path
-) -> None:
-    """A row no listing vouches for (here: a file that was never hashed,
-    unreadable) leaves its parent without a digest: the next scan compares
-    the children one by one."""
-    (root / "d").mkdir()
-    (root / "d" / "f").write_bytes(b"one")
-    record = await add_location(library, root)
-    indexer = Indexer.for_library(library)
-    await indexer.scan(record)
-    assert await digest_of(library, record, b"d") is not None
-    async with library.db.transaction() as tx:
-        await _apply_unreadable(tx, record.id, b"d/f")
-    assert await digest_of(library, record, b"d") is None
-
-
-async def _apply_unreadable(tx: Writer, location_id: int, path: bytes) -> None:
-    """What a refresh writes for a file it could not read (the store's own
-    batch, so the parent's digest is kept as a refresh keeps it)."""
-    rows = await fetch_entry_values(tx, location_id, [path])
-    batch = _Batch(
-        upserts=[(path, flagged(rows[path]))], removed=[], removed_subtrees=[], added=0
-    )
-    await _apply_batch(tx, location_id, batch, frozenset())
 
 
 def announced(path: Path, content: str) -> KnownContent:

@@ -37,15 +37,24 @@ from conduitd.storage.entries import load_entry_map
 from conduitd.storage.library import open_library
 from conduitd.storage.locations import ensure_location
 
-async def main(state, root):
+async def main(state, root, refresh):
     lib = await open_library(Path(state))
     try:
         async with lib.db.transaction() as tx:
             record, _ = await ensure_location(tx, str(lib.device_id), Path(root))
         indexer = Indexer.for_library(lib)
-        report = await indexer.scan(record)
+        if refresh:  # re-stat (and hash) those paths instead of a whole scan
+            paths = [p.encode() for p in refresh.split(",")]
+            report = await indexer.refresh(record.id, paths)
+        else:
+            report = await indexer.scan(record)
         location = await indexer.location(record.id)
         entries = await load_entry_map(lib.db, record.id)
+        digests = await lib.db.fetch_all(
+            "SELECT relative_path, listing_digest FROM entry"
+            " WHERE location_id = ? AND kind = 1",
+            (record.id,),
+        )
     finally:
         await lib.close()
     print(json.dumps({
@@ -59,14 +68,20 @@ async def main(state, root):
             }
             for p, e in entries.items()
         },
+        "digests": {
+            p.decode("utf-8", "surrogateescape"): None if d is None else d.hex()
+            for p, d in digests
+        },
     }))
 
 configure_logging("warning")  # logs to stderr; stdout holds the JSON
-anyio.run(main, sys.argv[1], sys.argv[2])
+anyio.run(main, sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "")
 """
 
 
-def scan_as_nobody(state: Path, root: Path) -> dict[str, Any]:
+def scan_as_nobody(state: Path, root: Path, refresh: str = "") -> dict[str, Any]:
+    """A whole scan as `nobody`; or, given `refresh` (comma-separated paths),
+    a refresh of those paths."""
     command = [
         *drop_privileges_prefix(),
         sys.executable,
@@ -74,6 +89,7 @@ def scan_as_nobody(state: Path, root: Path) -> dict[str, Any]:
         _SCAN,
         str(state),
         str(root),
+        refresh,
     ]
     env = {**os.environ, "PYTHONPATH": str(SRC), "PYTHONDONTWRITEBYTECODE": "1"}
     result = subprocess.run(
@@ -153,6 +169,38 @@ def test_unreadable_file_and_directory_keep_their_rows_flagged(place: Path) -> N
     }
     assert not third["entries"]["private"]["unreadable"]
     assert third["unreadable"] == 0
+
+
+def test_a_file_refreshed_as_unreadable_drops_its_parent_digest(
+    place: Path,
+) -> None:
+    """A refresh keeps the parent's listing digest true as it rewrites a row,
+    and drops it for a row no listing vouches for (flagged unreadable): the
+    next scan must compare that directory's children again."""
+    root = place / "root"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "f.txt").write_bytes(b"one")
+    (root / "d" / "g.txt").write_bytes(b"two")
+    give_to_unprivileged(root)
+    first = scan_as_nobody(place / "state", root)
+    assert first["digests"]["d"] is not None
+
+    (root / "d" / "g.txt").write_bytes(b"two, edited")
+    edited = scan_as_nobody(place / "state", root, refresh="d/g.txt")
+    assert edited["entries"]["d/g.txt"]["content_id"] == cid(b"two, edited")
+    assert edited["digests"]["d"] not in (None, first["digests"]["d"])
+
+    os.chmod(root / "d" / "f.txt", 0)
+    try:
+        locked = scan_as_nobody(place / "state", root, refresh="d/f.txt")
+    finally:
+        os.chmod(root / "d" / "f.txt", 0o644)
+    assert locked["entries"]["d/f.txt"]["unreadable"]
+    assert locked["digests"]["d"] is None
+
+    again = scan_as_nobody(place / "state", root)  # the chmods changed f's ctime
+    assert not again["entries"]["d/f.txt"]["unreadable"]
+    assert again["digests"]["d"] is not None
 
 
 def test_read_only_root_gets_no_marker_and_is_known_by_device_and_inode(
