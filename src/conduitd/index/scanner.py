@@ -38,6 +38,7 @@ from conduitd.index.walk import (
     probe_paths,
     same_metadata,
 )
+from conduitd.storage.database import Reader
 from conduitd.storage.entries import (
     CONTENT_ID,
     INODE,
@@ -47,7 +48,6 @@ from conduitd.storage.entries import (
     SIZE,
     UNREADABLE,
     EntryValues,
-    Reader,
     fetch_entry_values,
     is_within,
     parent_path,

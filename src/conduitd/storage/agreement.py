@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conduitd.storage.entries import Reader, Writer
+from conduitd.storage.database import Reader
+from conduitd.storage.entries import Writer
 
 
 @dataclass(frozen=True, slots=True)

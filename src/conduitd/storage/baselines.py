@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from conduitd.storage.database import IN_LIST_MAX, Database, Row, Transaction
+from conduitd.storage.database import Database, Row, Transaction, fetch_in
 from conduitd.storage.models import BaselineRow, EntryKind
 
 _SELECT: Final = (
@@ -48,14 +48,9 @@ async def load_baseline_subset(
     if len(tops) > _SUBSET_QUERIES_MAX:
         whole = await load_baseline(db, conduit_id)
         return {p: row for p, row in whole.items() if _has_ancestor_in(p, wanted)}
-    found: dict[bytes, BaselineRow] = {}
-    for start in range(0, len(tops), IN_LIST_MAX):
-        chunk = tops[start : start + IN_LIST_MAX]
-        marks = ", ".join("?" * len(chunk))
-        rows = await db.fetch_all(
-            f"{_SELECT} AND relative_path IN ({marks})", (conduit_id, *chunk)
-        )
-        found.update(_rows(rows))
+    found = _rows(
+        await fetch_in(db, f"{_SELECT} AND relative_path IN", (conduit_id,), tops)
+    )
     # [p, p + b"0") holds p, p's subtree (b"/" sorts just below b"0") and
     # siblings such as p + b".txt", which are dropped.
     sql = f"{_SELECT} AND relative_path >= ? AND relative_path < ?"

@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import aiosqlite
 import anyio
@@ -21,6 +21,25 @@ BUSY_TIMEOUT_MS = 10_000
 # Values per IN (...) list: SQLite allows 999 bound parameters in older
 # builds; stay well under.
 IN_LIST_MAX = 500
+
+
+class Reader(Protocol):
+    """`Database` or a transaction: anything that runs a query."""
+
+    async def fetch_all(self, sql: str, params: SqlParams = ()) -> list[Row]: ...
+
+
+async def fetch_in(
+    db: Reader, sql: str, params: SqlParams, keys: Sequence[SqlParam]
+) -> list[Row]:
+    """The rows of `sql`, which ends in `IN`, for all `keys` (bound after
+    `params`): one query per IN_LIST_MAX keys."""
+    rows: list[Row] = []
+    for start in range(0, len(keys), IN_LIST_MAX):
+        chunk = keys[start : start + IN_LIST_MAX]
+        marks = ", ".join("?" * len(chunk))
+        rows += await db.fetch_all(f"{sql} ({marks})", [*params, *chunk])
+    return rows
 
 
 @contextmanager

@@ -18,10 +18,10 @@ from typing import Final, Protocol, TypeAlias
 
 from conduitd.storage.database import (
     BUSY_TIMEOUT_MS,
-    IN_LIST_MAX,
-    Row,
+    Reader,
     SqlParam,
     SqlParams,
+    fetch_in,
     storage_errors,
 )
 from conduitd.storage.models import EntryKind, EntryRow
@@ -61,12 +61,6 @@ _UPSERT: Final = (
     " content_id = excluded.content_id, symlink_target = excluded.symlink_target,"
     " unreadable = excluded.unreadable"
 )
-
-
-class Reader(Protocol):
-    """`Database` or a transaction: anything that runs a query."""
-
-    async def fetch_all(self, sql: str, params: SqlParams = ()) -> list[Row]: ...
 
 
 class Writer(Reader, Protocol):
@@ -136,16 +130,8 @@ async def load_entry_subset(
     # The rows themselves by IN lists (a few queries for thousands of paths);
     # then a ranged query only under those that are directories: nothing else
     # has a subtree in the index.
-    found: dict[bytes, EntryValues] = {}
     exact = sorted(ancestors | set(tops))
-    sql = f"SELECT relative_path, {_VALUE_COLUMNS} FROM entry WHERE location_id = ?"
-    for start in range(0, len(exact), IN_LIST_MAX):
-        chunk = exact[start : start + IN_LIST_MAX]
-        marks = ", ".join("?" * len(chunk))
-        rows = await db.fetch_all(
-            f"{sql} AND relative_path IN ({marks})", [location_id, *chunk]
-        )
-        found.update({row[0]: row[1:] for row in rows})
+    found = await fetch_entry_values(db, location_id, exact)
     for top in tops:
         values = found.get(top)
         if values is not None and values[KIND] == EntryKind.DIRECTORY:
@@ -314,19 +300,15 @@ async def set_listing_digests(
 async def fetch_listing_digests(
     db: Reader, location_id: int, directories: Iterable[bytes]
 ) -> dict[bytes, bytes]:
-    """The listing digests those directories have (chunked `IN` queries)."""
-    wanted = list(set(directories))
-    found: dict[bytes, bytes] = {}
-    for start in range(0, len(wanted), IN_LIST_MAX):
-        chunk = wanted[start : start + IN_LIST_MAX]
-        marks = ", ".join("?" * len(chunk))
-        rows = await db.fetch_all(
-            "SELECT relative_path, listing_digest FROM entry WHERE location_id = ?"
-            f" AND relative_path IN ({marks}) AND listing_digest IS NOT NULL",
-            [location_id, *chunk],
-        )
-        found.update((row[0], row[1]) for row in rows)
-    return found
+    """The listing digests those directories have."""
+    rows = await fetch_in(
+        db,
+        "SELECT relative_path, listing_digest FROM entry WHERE location_id = ?"
+        " AND listing_digest IS NOT NULL AND relative_path IN",
+        (location_id,),
+        list(set(directories)),
+    )
+    return {row[0]: row[1] for row in rows}
 
 
 async def clear_listing_digests(
@@ -345,20 +327,15 @@ async def clear_listing_digests(
 async def fetch_entry_values(
     db: Reader, location_id: int, paths: Iterable[bytes]
 ) -> dict[bytes, EntryValues]:
-    """The rows of the given paths that exist (chunked `IN` queries)."""
-    wanted = list(dict.fromkeys(paths))
-    found: dict[bytes, EntryValues] = {}
-    for start in range(0, len(wanted), IN_LIST_MAX):
-        chunk = wanted[start : start + IN_LIST_MAX]
-        marks = ", ".join("?" * len(chunk))
-        rows = await db.fetch_all(
-            f"SELECT relative_path, {_VALUE_COLUMNS} FROM entry"
-            f" WHERE location_id = ? AND relative_path IN ({marks})",
-            [location_id, *chunk],
-        )
-        for row in rows:
-            found[row[0]] = row[1:]
-    return found
+    """The rows of the given paths that exist."""
+    rows = await fetch_in(
+        db,
+        f"SELECT relative_path, {_VALUE_COLUMNS} FROM entry"
+        " WHERE location_id = ? AND relative_path IN",
+        (location_id,),
+        list(dict.fromkeys(paths)),
+    )
+    return {row[0]: row[1:] for row in rows}
 
 
 async def upsert_entries(

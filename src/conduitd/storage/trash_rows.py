@@ -6,7 +6,7 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from conduitd.storage.database import IN_LIST_MAX, Database, Row, Transaction
+from conduitd.storage.database import Database, Row, Transaction, fetch_in
 from conduitd.timeutil import utc_now_text
 
 
@@ -150,16 +150,12 @@ async def existing_paths(
     db: Database, location_ids: Iterable[int], paths: Iterable[bytes]
 ) -> set[bytes]:
     """Which of `paths` the index knows on any of `location_ids` (any kind)."""
-    wanted = sorted(set(paths))
     locations = tuple(location_ids)
-    found: set[bytes] = set()
-    for start in range(0, len(wanted), IN_LIST_MAX):
-        batch = wanted[start : start + IN_LIST_MAX]
-        rows = await db.fetch_all(
-            "SELECT DISTINCT relative_path FROM entry WHERE location_id IN"
-            f" ({', '.join('?' * len(locations))}) AND relative_path IN"
-            f" ({', '.join('?' * len(batch))})",
-            (*locations, *batch),
-        )
-        found.update(bytes(r["relative_path"]) for r in rows)
-    return found
+    rows = await fetch_in(
+        db,
+        "SELECT DISTINCT relative_path FROM entry WHERE location_id IN"
+        f" ({', '.join('?' * len(locations))}) AND relative_path IN",
+        locations,
+        sorted(set(paths)),
+    )
+    return {bytes(r["relative_path"]) for r in rows}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from conduitd.storage.entries import Reader
+from conduitd.storage.database import Reader
 
 _DIFFERING_SQL: Final = """
 SELECT s.relative_path FROM entry s
