@@ -625,6 +625,29 @@ async def test_a_write_outside_a_scan_keeps_the_parent_listing_digest_true(
     assert entries[b"d/h"].kind is EntryKind.DIRECTORY
 
 
+async def test_a_directory_that_became_a_file_keeps_no_digest(
+    library: Library, root: Path
+) -> None:
+    """Deleted with its subtree and written again in one batch: its parent's
+    digest swaps the directory's term for the file's, once, and the file's
+    row carries no digest of the children it lost."""
+    (root / "d").mkdir()
+    (root / "d" / "f").write_bytes(b"one")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+    await indexer.scan(record)
+    assert await digest_of(library, record, b"d") is not None
+
+    shutil.rmtree(root / "d")
+    (root / "d").write_bytes(b"a file now")
+    await indexer.refresh(record.id, [b"d", b"d/f"])
+    entries = await load_entry_map(library.db, record.id)
+    assert entries[b"d"].kind is EntryKind.FILE
+    assert b"d/f" not in entries
+    assert await digest_of(library, record, b"d") is None
+    assert await digest_of(library, record, b"") == live_digest(root, b"")
+
+
 def announced(path: Path, content: str) -> KnownContent:
     st = path.lstat()
     return KnownContent(st.st_ino, st.st_size, st.st_mtime_ns, content)

@@ -209,8 +209,11 @@ async def _apply_batch(
     ]
     # The other parents of written children keep a true digest: their terms
     # of the children's old rows out, of the new rows in (rows read first).
+    # Not a parent that goes itself (a directory that became a file keeps no
+    # digest of the children it lost).
+    gone = {*batch.removed, *batch.removed_subtrees}
     kept = await fetch_listing_digests(
-        tx, location_id, {parent_path(p) for p in touched} - fresh
+        tx, location_id, {parent_path(p) for p in touched} - fresh - gone
     )
     children = [p for p in touched if parent_path(p) in kept]
     old = await fetch_entry_values(tx, location_id, children) if children else {}
