@@ -29,6 +29,8 @@ from conduitd.config import load_config
 from conduitd.oneshot import Session, writer_session
 from conduitd.storage.conflicts import ConflictStatus, Resolution
 from conduitd.sync.resolve_conflict import ConflictChanged, resolve_conflict
+from helpers.digests import ENTRY_ROWS, untrue_digests
+from helpers.mirror import query
 
 SIDES = st.sampled_from(["source", "target"])
 # A small name space, so that both sides collide often (same names, a file
@@ -218,6 +220,7 @@ class BidirectionalRuns(RuleBasedStateMachine):
         first = self._call(self._sync)
         assert first.counts.errors_encountered == 0
         assert first.verification_status == "verified"
+        assert untrue_digests(query(self.work / "state", ENTRY_ROWS)) == []
         pending = self._check_converged()
         after = set()
         for side in ("source", "target"):

@@ -22,11 +22,13 @@ from hypothesis import strategies as st
 
 from conduitd.errors import SafetyRefusal
 from conduitd.logs import configure_logging
+from helpers.digests import ENTRY_ROWS, untrue_digests
 from helpers.mirror import (
     Listed,
     Mirror,
     listing,
     make_mirror,
+    query,
     sync_api,
     tmp_entries,
     trash_rows,
@@ -223,6 +225,7 @@ def check_one_run(m: Mirror, *, first: bool) -> None:
     occupied = {p for p in stuck if p in source}
     assert generation.counts.errors_encountered == len(occupied)
     assert generation.verification_status == "verified"
+    assert untrue_digests(query(m.state_dir, ENTRY_ROWS)) == []
     if first:
         return
     rows = [
