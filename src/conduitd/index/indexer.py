@@ -11,7 +11,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import aclosing, asynccontextmanager
+from contextlib import aclosing, asynccontextmanager, closing
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -292,11 +292,8 @@ class Indexer:
             if found is not None:
                 return found
         changes = ChangeSet()
-        reader = EntryReader(self.db.path, record.id)
-        try:
+        with closing(EntryReader(self.db.path, record.id)) as reader:
             await self.scanner.collect(record.root, st.st_dev, start, reader, changes)
-        finally:
-            reader.close()
         return changes
 
     async def _collect_in_workers(
@@ -310,13 +307,13 @@ class Indexer:
         threads = int(self.limiter.total_tokens)
         first = await self.workers.run(
             ScanJob(
-                record.root,
-                root_dev,
-                start,
-                self.db.path,
-                record.id,
-                known,
-                threads,
+                root=record.root,
+                root_dev=root_dev,
+                db_path=self.db.path,
+                location_id=record.id,
+                known=known,
+                threads=threads,
+                start=start,
                 split_at=SCAN_SPLIT_DIRS,
                 pieces=len(self.workers.pids) * SCAN_PIECES_PER_WORKER,
             ),
@@ -328,26 +325,23 @@ class Indexer:
 
         async def walk(piece: Unlisted, seed: ChangeSet) -> None:
             job = SubtreeScanJob(
-                record.root,
-                root_dev,
-                piece,
-                seed,
-                self.db.path,
-                record.id,
-                _known_under(known, piece.tasks),
-                threads,
+                root=record.root,
+                root_dev=root_dev,
+                db_path=self.db.path,
+                location_id=record.id,
+                known=_known_under(known, piece.tasks),
+                threads=threads,
+                piece=piece,
+                changes=seed,
             )
             assert self.workers is not None
             found = await self.workers.run(job, ChangeSet, wait=True)
             if found is None:  # the job got a copy: `seed` is as it was
                 found = seed
-                reader = EntryReader(self.db.path, record.id)
-                try:
+                with closing(EntryReader(self.db.path, record.id)) as reader:
                     await self.scanner.collect_subtrees(
                         record.root, root_dev, piece, reader, found
                     )
-                finally:
-                    reader.close()
             changes.absorb(found)
 
         async with anyio.create_task_group() as tg:
@@ -366,8 +360,7 @@ class Indexer:
         if record.st_dev is None or judgement.identity_changed:
             # Never scanned, or a re-plugged disk: compare everything.
             return await self._scan_locked(location_id)
-        reader = EntryReader(self.db.path, location_id)
-        try:
+        with closing(EntryReader(self.db.path, location_id)) as reader:
             changes = await self.scanner.refresh(
                 self.db,
                 location_id,
@@ -377,8 +370,6 @@ class Indexer:
                 reader,
                 reread=reread,
             )
-        finally:
-            reader.close()
         counts, touched = await self._write(record, changes, None)
         state = await self.state(location_id)
         return _report(location_id, state, counts, changes, started, touched)

@@ -15,10 +15,11 @@ returns it unlisted, in pieces; `SubtreeScanJob`s walk the pieces.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import anyio
 
@@ -26,6 +27,8 @@ from conduitd.forked_workers import WorkerJob
 from conduitd.index.scanner import ChangeSet, KnownContent, TreeScanner, Unlisted
 from conduitd.index.walk import DirTask
 from conduitd.storage.entries import EntryReader
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,77 +40,67 @@ class ScanPart:
 
 
 @dataclass(frozen=True, slots=True)
-class ScanJob(WorkerJob):
-    """Everything a worker needs to compare one tree with its index rows."""
+class _TreeJob(WorkerJob):
+    """What every scan job needs: the tree, its rows, what is announced in it."""
 
     kind: ClassVar[str] = "scan"
 
     root: bytes
     root_dev: int
-    start: DirTask
     db_path: Path
     location_id: int
     known: Mapping[bytes, KnownContent]
     threads: int
+
+    def _walk(self, walk: Callable[[TreeScanner, EntryReader], Awaitable[_T]]) -> _T:
+        """Run `walk` with a scanner of this job's own and a read-only
+        connection to the rows."""
+        scanner = TreeScanner(anyio.CapacityLimiter(self.threads))
+        if self.known:
+            scanner.expect(self.root, self.known)
+        with closing(EntryReader(self.db_path, self.location_id)) as reader:
+            return anyio.run(walk, scanner, reader)
+
+
+@dataclass(frozen=True, slots=True)
+class ScanJob(_TreeJob):
+    """A whole tree compared with its index rows, from `start` down to the
+    first level of `split_at` directories (every level without it)."""
+
+    start: DirTask
     split_at: int | None = None
     pieces: int = 1
 
     def run(self) -> ScanPart:
-        scanner = _scanner(self.root, self.known, self.threads)
         changes = ChangeSet()
-        reader = EntryReader(self.db_path, self.location_id)
-        try:
-            rest = anyio.run(_collect, scanner, self, reader, changes)
-        finally:
-            reader.close()
+
+        async def walk(scanner: TreeScanner, reader: EntryReader) -> Unlisted:
+            return await scanner.collect(
+                self.root,
+                self.root_dev,
+                self.start,
+                reader,
+                changes,
+                split_at=self.split_at,
+            )
+
+        rest = self._walk(walk)
         return ScanPart(changes, rest.pieces(self.pieces) if rest.tasks else [])
 
 
 @dataclass(frozen=True, slots=True)
-class SubtreeScanJob(WorkerJob):
+class SubtreeScanJob(_TreeJob):
     """A piece of what a `ScanJob` left unlisted, walked with its subtrees;
     `changes` holds what the listing above planned for its directories."""
 
-    kind: ClassVar[str] = "scan"
-
-    root: bytes
-    root_dev: int
     piece: Unlisted
     changes: ChangeSet
-    db_path: Path
-    location_id: int
-    known: Mapping[bytes, KnownContent]
-    threads: int
 
     def run(self) -> ChangeSet:
-        scanner = _scanner(self.root, self.known, self.threads)
-        reader = EntryReader(self.db_path, self.location_id)
-        try:
-            anyio.run(
-                scanner.collect_subtrees,
-                self.root,
-                self.root_dev,
-                self.piece,
-                reader,
-                self.changes,
+        async def walk(scanner: TreeScanner, reader: EntryReader) -> None:
+            await scanner.collect_subtrees(
+                self.root, self.root_dev, self.piece, reader, self.changes
             )
-        finally:
-            reader.close()
+
+        self._walk(walk)
         return self.changes
-
-
-def _scanner(
-    root: bytes, known: Mapping[bytes, KnownContent], threads: int
-) -> TreeScanner:
-    scanner = TreeScanner(anyio.CapacityLimiter(threads))
-    if known:
-        scanner.expect(root, known)
-    return scanner
-
-
-async def _collect(
-    scanner: TreeScanner, job: ScanJob, reader: EntryReader, changes: ChangeSet
-) -> Unlisted:
-    return await scanner.collect(
-        job.root, job.root_dev, job.start, reader, changes, split_at=job.split_at
-    )

@@ -211,10 +211,9 @@ async def _apply_batch(
     # of the children's old rows out, of the new rows in (rows read first).
     # Not a parent that goes itself (a directory that became a file keeps no
     # digest of the children it lost).
+    parents = {parent_path(p) for p in touched}
     gone = {*batch.removed, *batch.removed_subtrees}
-    kept = await fetch_listing_digests(
-        tx, location_id, {parent_path(p) for p in touched} - fresh - gone
-    )
+    kept = await fetch_listing_digests(tx, location_id, parents - fresh - gone)
     children = [p for p in touched if parent_path(p) in kept]
     old = await fetch_entry_values(tx, location_id, children) if children else {}
     deleted: list[bytes] = []
@@ -231,7 +230,7 @@ async def _apply_batch(
     # Until the last batch stores fresh ones, the digests of the directories
     # this write lists vouch for nothing; nor does the root's, when all its
     # children went at once (a subtree delete of b"").
-    stale = {parent_path(p) for p in touched} & fresh
+    stale = parents & fresh
     if b"" in batch.removed_subtrees:
         stale.add(b"")
     await clear_listing_digests(tx, location_id, stale - batch.digests.keys())

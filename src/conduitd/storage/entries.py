@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
+from contextlib import closing
 from pathlib import Path
 from typing import Final, Protocol, TypeAlias
 
@@ -277,11 +278,8 @@ def read_entry_values(
     db_path: Path, location_id: int, prefix: bytes | None = None
 ) -> dict[bytes, EntryValues]:
     """`load_entry_values` on a read-only connection of its own (blocking)."""
-    reader = EntryReader(db_path, location_id)
-    try:
+    with closing(EntryReader(db_path, location_id)) as reader:
         return reader.values(prefix)
-    finally:
-        reader.close()
 
 
 async def set_listing_digests(
