@@ -35,7 +35,7 @@ def untrue_digests(rows: Iterable[Sequence[Any]]) -> list[tuple[int, bytes]]:
             for child in children.get((location, directory), [])
         ]
         if None in terms or digest != digest_with(
-            bytes(32), [], [t for t in terms if t is not None]
+            b"", [], [t for t in terms if t is not None]
         ):
             untrue.append((location, directory))
     return untrue

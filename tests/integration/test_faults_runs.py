@@ -61,14 +61,14 @@ async def test_listing_io_error_deletes_nothing_this_run(
     await sync_api(mirror)
     (mirror.source / "d" / "gone.txt").unlink()
     broken = os.fsencode(mirror.source / "d")
-    real_scandir = os.scandir
+    real_listdir = os.listdir
 
-    def failing_scandir(path: Any = ".") -> Any:
-        if os.fsencode(path) == broken:
+    def failing_listdir(path: Any = ".") -> Any:
+        if isinstance(path, (str, bytes)) and os.fsencode(path) == broken:
             raise OSError(errno.EIO, "injected I/O error", path)
-        return real_scandir(path)
+        return real_listdir(path)
 
-    monkeypatch.setattr(os, "scandir", failing_scandir)
+    monkeypatch.setattr(os, "listdir", failing_listdir)
     generation = await sync_api(mirror)
     monkeypatch.undo()
 

@@ -7,7 +7,8 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import closing
 from pathlib import Path
 
 import anyio
@@ -20,11 +21,15 @@ from conduitd.index.scanner import ChangeSet, KnownContent, MemoryRows, TreeScan
 from conduitd.index.walk import (
     DIRECTORY,
     DirTask,
+    child_term,
+    differing_buckets,
+    digest_with,
     list_directories,
+    name_bucket,
     values_from_stat,
 )
-from conduitd.storage.entries import EntryValues, load_entry_map
-from conduitd.storage.library import Library, open_library
+from conduitd.storage.entries import EntryReader, EntryValues, load_entry_map
+from conduitd.storage.library import LIBRARY_DB, Library, open_library
 from conduitd.storage.locations import LocationRecord, LocationState, ensure_location
 from conduitd.storage.models import EntryKind, EntryRow
 
@@ -791,3 +796,120 @@ async def test_a_directory_gone_between_a_split_walk_and_its_piece(
         }
         assert changes.added == set(changes.upserts)
         assert changes.removed_subtrees == set()
+
+
+class CountingReader:
+    """An EntryReader that remembers which rows a walk asked it for."""
+
+    def __init__(self, reader: EntryReader) -> None:
+        self.reader = reader
+        self.named_paths: list[bytes] = []
+        self.children_of: list[bytes] = []
+
+    def directories(
+        self, prefix: bytes | None = None
+    ) -> dict[bytes, tuple[EntryValues, bytes | None]]:
+        return self.reader.directories(prefix)
+
+    def row(self, path: bytes) -> EntryValues | None:
+        return self.reader.row(path)
+
+    def named(self, paths: Sequence[bytes]) -> dict[bytes, EntryValues]:
+        self.named_paths += paths
+        return self.reader.named(paths)
+
+    def children(self, directories: Iterable[bytes]) -> dict[bytes, EntryValues]:
+        wanted = list(directories)
+        self.children_of += wanted
+        return self.reader.children(wanted)
+
+
+async def walk_counting(
+    library: Library, record: LocationRecord, root: Path
+) -> tuple[ChangeSet, CountingReader]:
+    st = os.lstat(root)
+    start = DirTask(b"", values_from_stat(st, DIRECTORY, None))
+    changes = ChangeSet()
+    with closing(EntryReader(library.directory / LIBRARY_DB, record.id)) as reader:
+        counting = CountingReader(reader)
+        await TreeScanner(anyio.CapacityLimiter(2)).collect(
+            bytes(root), st.st_dev, start, counting, changes
+        )
+    return changes, counting
+
+
+async def test_a_changed_directory_loads_only_the_rows_of_its_changed_buckets(
+    library: Library, root: Path
+) -> None:
+    """One file edited among 64: the walk loads the rows of the files listed
+    in that file's digest bucket, not the directory's 64; a file deleted from
+    a changed bucket makes it load every row of the directory (the deletion
+    is seen either way)."""
+    (root / "d").mkdir()
+    for n in range(64):
+        (root / "d" / f"f{n:02}").write_bytes(b"x" * n)
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+    await indexer.scan(record)
+    in_bucket: dict[int, list[bytes]] = {}
+    for n in range(64):
+        name = f"f{n:02}".encode()
+        in_bucket.setdefault(name_bucket(name), []).append(b"d/" + name)
+    bucket = name_bucket(b"f07")
+    (root / "d" / "f07").write_bytes(b"edited")
+
+    changes, counting = await walk_counting(library, record, root)
+    assert set(changes.upserts) == {b"d/f07"}
+    assert sorted(counting.named_paths) == sorted(in_bucket[bucket])
+    assert len(counting.named_paths) < 64
+    assert counting.children_of == []
+
+    await indexer.scan(record)
+    partner = next(p for p in in_bucket[bucket] if p != b"d/f07")
+    (root / "d" / "f07").write_bytes(b"edited again")
+    (root / os.fsdecode(partner)).unlink()
+    changes, counting = await walk_counting(library, record, root)
+    assert set(changes.upserts) == {b"d", b"d/f07"}  # d: its mtime
+    assert changes.removed == {partner}
+    assert counting.children_of == [b"d"]
+
+
+def test_listing_digests_tell_which_buckets_changed() -> None:
+    terms = {
+        name: child_term(
+            b"d/" + name, (0, len(name), 10, 11, n, 0o100644, "c", None, 0)
+        )
+        for n, name in enumerate([b"a", b"b", b"c", b"d", b"e"])
+    }
+    before = digest_with(b"", [], [t for t in terms.values() if t is not None])
+    assert before is not None
+    edited = child_term(b"d/c", (0, 9, 12, 13, 2, 0o100644, "e", None, 0))
+    assert edited is not None
+    assert terms[b"c"] is not None
+    after = digest_with(before, [terms[b"c"]], [edited])
+    assert after is not None
+    stored_count = sum(1 for name in terms if name_bucket(name) == name_bucket(b"c"))
+    assert differing_buckets(after, before) == {name_bucket(b"c"): stored_count}
+    assert differing_buckets(before, before) == {}
+    # Out goes a term that never went in: no digest can be that.
+    assert digest_with(b"", [edited], []) is None
+
+
+def test_a_directory_swapped_for_a_symlink_is_not_followed(
+    root: Path, tmp_path: Path
+) -> None:
+    """Planned as a directory, a symlink to a directory outside when listed:
+    nothing outside is listed; the directory is gone, as if it had become a
+    file."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"not ours")
+    (root / "d").mkdir()
+    st = os.lstat(root / "d")
+    (root / "d").rmdir()
+    os.symlink(outside, root / "d")
+    task = DirTask(b"d", values_from_stat(st, DIRECTORY, None))
+    (listing,), subdirs = list_directories(bytes(root), [task], st.st_dev, {})
+    assert listing.entries == []
+    assert listing.vanished
+    assert subdirs == []

@@ -245,7 +245,7 @@ async def test_feed_wakes_a_waiting_reader() -> None:
 FILE_ROW = (0, 3, 10, 11, 100, 0o100644, "c" * 64, None, 0)
 DIR_ROW = (1, 0, 20, 21, 200, 0o40755, None, None, 0)
 LINK_ROW = (2, 1, 30, 31, 300, 0o120777, None, b"f", 0)
-EMPTY = bytes(32)
+EMPTY = b""
 
 
 def test_a_digest_is_a_sum_whatever_the_order_of_the_children() -> None:

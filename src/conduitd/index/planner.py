@@ -127,6 +127,8 @@ class Planner:
             return
         if listing.digest != self.stored.get(rel):
             result.digests[rel] = listing.digest
+        # A narrowed listing holds only the children of the buckets that changed.
+        result.unchanged += listing.count - len(listing.entries)
         pop = old.pop
         root_dev = self.root_dev
         for child, st, target in listing.entries:

@@ -9,7 +9,7 @@ listed).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple, Protocol
 
@@ -201,6 +201,8 @@ class RowSource(Protocol):
 
     def children(self, directories: Iterable[bytes]) -> dict[bytes, EntryValues]: ...
 
+    def named(self, paths: Sequence[bytes]) -> dict[bytes, EntryValues]: ...
+
 
 class MemoryRows:
     """Rows held in memory (a dry run's scan): no listing digests."""
@@ -220,6 +222,9 @@ class MemoryRows:
 
     def row(self, path: bytes) -> EntryValues | None:
         return self._rows.get(path)
+
+    def named(self, paths: Sequence[bytes]) -> dict[bytes, EntryValues]:
+        return {p: self._rows[p] for p in paths if p in self._rows}
 
     def children(self, directories: Iterable[bytes]) -> dict[bytes, EntryValues]:
         if self._by_parent is None:
@@ -494,12 +499,20 @@ def _step(
     the children of those that changed, compare."""
     listings, subdirs = list_directories(root, tasks, root_dev, planner.stored)
     changed = [
-        listing.task.relative_path
+        listing
         for listing in listings
         if not (listing.same or listing.vanished or listing.error is not None)
         and listing.task.relative_path in planner.directories
     ]
-    old = rows.children(changed) if changed else {}
+    # Where the stored digest tells which buckets changed, only the rows of
+    # their listed children are loaded; every row of the others is unchanged.
+    suspected = [c for listing in changed for c in listing.suspected()]
+    old = rows.named(suspected) if suspected else {}
+    whole = [
+        listing.task.relative_path for listing in changed if not listing.narrow(old)
+    ]
+    if whole:
+        old.update(rows.children(whole))
     return planner.plan(listings, old), subdirs
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -37,6 +38,7 @@ from conduitd.storage.entries import (
 )
 from conduitd.storage.models import EntryKind
 
+_LIST_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE: Final = int(EntryKind.FILE)
 DIRECTORY: Final = int(EntryKind.DIRECTORY)
 SYMLINK: Final = int(EntryKind.SYMLINK)
@@ -135,16 +137,71 @@ class Listing:
     digest: bytes | None = None
     same: bool = False  # digest equals the stored one: every child unchanged
     count: int = 0
+    # the digest bucket of each entry (`name_bucket`), in the same order
+    buckets: list[int] = field(default_factory=list)
+    # the buckets where the stored digest differs, with the children it
+    # counts in each; None when there is no stored digest to tell
+    suspects: dict[int, int] | None = None
+
+    def suspected(self) -> list[bytes]:
+        """The children listed in a suspect bucket (whose rows to load)."""
+        suspects = self.suspects or {}
+        return [
+            child
+            for (child, _, _), bucket in zip(self.entries, self.buckets, strict=True)
+            if bucket in suspects
+        ]
+
+    def narrow(self, rows: Mapping[bytes, EntryValues]) -> bool:
+        """Keep only the entries of suspect buckets, when `rows` (the rows of
+        `suspected()` found in the index) are all the rows the stored digest
+        counts in those buckets; False (nothing changed) when some row of
+        such a bucket was not listed: every child must be compared."""
+        suspects = self.suspects
+        if suspects is None:
+            return False
+        found = dict.fromkeys(suspects, 0)
+        kept: list[tuple[bytes, os.stat_result, bytes | None]] = []
+        for entry, bucket in zip(self.entries, self.buckets, strict=True):
+            if bucket in found:
+                kept.append(entry)
+                if entry[0] in rows:
+                    found[bucket] += 1
+        if found != suspects:
+            return False
+        self.entries = kept
+        self.buckets = []
+        return True
 
 
-# A listing digest is the sum (mod 2**256) of one BLAKE3 per child, so that a
-# write of one child updates its parent's digest from the child's old and new
-# rows alone (`digest_with`), and the listing order does not matter. A child's
-# part: name length, symlink target length, kind, size, mtime_ns, ctime_ns,
-# inode, mode, then the name and the target (the lengths make it unambiguous).
+# A listing digest is a sum of one term per child, so that a write of one child
+# updates its parent's digest from the child's old and new rows alone
+# (`digest_with`), and the listing order does not matter. The children fall in
+# `DIGEST_BUCKETS` buckets by name (CRC-32): each bucket has a slot of its own
+# in the sum, which counts its children and adds up their 128-bit BLAKE3s, so
+# a listing that differs shows which buckets hold the change, and a scan loads
+# only the rows of those (`Listing.suspects`; the counts tell whether a row of
+# such a bucket is missing from the listing). A child's BLAKE3 covers: name
+# length, symlink target length, kind, size, mtime_ns, ctime_ns, inode, mode,
+# then the name and the target (the lengths make it unambiguous). Slots never
+# carry into each other: a slot's sum stays below 2**160 for 2**32 children.
 _DIGEST_ROW: Final = struct.Struct("<HHBqqqQq")
-_DIGEST_BYTES: Final = 32
-_DIGEST_MODULUS: Final = 1 << (8 * _DIGEST_BYTES)
+DIGEST_BUCKETS: Final = 16
+_HASH_BYTES: Final = 16
+_COUNT_SHIFT: Final = 160  # within a slot: the sum below, the count above
+_SLOT_BITS: Final = 192
+_SLOT_MASK: Final = (1 << _SLOT_BITS) - 1
+_ONE_CHILD: Final = 1 << _COUNT_SHIFT
+
+
+def name_bucket(name: bytes) -> int:
+    """The digest bucket of a child named `name` (stable across processes)."""
+    return zlib.crc32(name) % DIGEST_BUCKETS
+
+
+def _term(name: bytes, hashed: bytes) -> int:
+    h = int.from_bytes(blake3.blake3(hashed).digest(_HASH_BYTES), "little")
+    return (h + _ONE_CHILD) << (_SLOT_BITS * name_bucket(name))
 
 
 def child_term(relative_path: bytes, values: EntryValues) -> int | None:
@@ -175,13 +232,34 @@ def child_term(relative_path: bytes, values: EntryValues) -> int | None:
         values[INODE],
         values[MODE],
     )
-    return int.from_bytes(blake3.blake3(part + name + target).digest(), "little")
+    return _term(name, part + name + target)
 
 
-def digest_with(digest: bytes, removed: Iterable[int], added: Iterable[int]) -> bytes:
-    """`digest` without the terms of children's old rows, with their new ones."""
+def encode_digest(total: int) -> bytes:
+    """A sum of terms as stored (shortest little-endian bytes: one form each)."""
+    return total.to_bytes((total.bit_length() + 7) // 8, "little")
+
+
+def digest_with(
+    digest: bytes, removed: Iterable[int], added: Iterable[int]
+) -> bytes | None:
+    """`digest` without the terms of children's old rows, with their new ones;
+    None when that cannot be (terms out that were never in)."""
     total = int.from_bytes(digest, "little") - sum(removed) + sum(added)
-    return (total % _DIGEST_MODULUS).to_bytes(_DIGEST_BYTES, "little")
+    return encode_digest(total) if total >= 0 else None
+
+
+def differing_buckets(listed: bytes, stored: bytes) -> dict[int, int]:
+    """The buckets whose slots differ between two digests, each with the
+    number of children `stored` counts in it."""
+    new, old = int.from_bytes(listed, "little"), int.from_bytes(stored, "little")
+    differ: dict[int, int] = {}
+    for bucket in range(DIGEST_BUCKETS):
+        shift = _SLOT_BITS * bucket
+        slot = (old >> shift) & _SLOT_MASK
+        if slot != (new >> shift) & _SLOT_MASK:
+            differ[bucket] = slot >> _COUNT_SHIFT
+    return differ
 
 
 def list_directories(
@@ -210,28 +288,58 @@ def _list_one(
     listing = Listing(task)
     rel = task.relative_path
     prefix = rel + b"/" if rel else b""
+    path = absolute(root, rel)
     try:
-        with os.scandir(absolute(root, rel)) as it:
-            entries = list(it)
+        # Each child lstat-ed by name in the open directory (fstatat): not
+        # by its whole path from `/` again (12 % of a bare walk here).
+        fd = os.open(path, _LIST_FLAGS)
     except (FileNotFoundError, NotADirectoryError):
+        # Gone, or no longer a directory: a symlink among them, never
+        # followed out of the root (the parent's next listing sees its kind).
         listing.vanished = True
         return listing
     except OSError as exc:
         listing.error = str(exc)
         return listing
-    append = listing.entries.append
+    try:
+        _read_children(listing, fd, path, prefix, root_dev, subdirs, stored)
+    except (FileNotFoundError, NotADirectoryError):
+        listing.vanished = True
+    except OSError as exc:
+        listing.error = str(exc)
+    finally:
+        os.close(fd)
+    return listing
+
+
+def _read_children(
+    listing: Listing,
+    fd: int,
+    path: bytes,
+    prefix: bytes,
+    root_dev: int,
+    subdirs: list[DirTask],
+    stored: Mapping[bytes, bytes | None],
+) -> None:
+    names = os.listdir(path)  # bytes names (listdir(fd) gives str)
+    if not os.path.samestat(os.fstat(fd), os.lstat(path)):
+        # Swapped since it was opened: these names may come from elsewhere.
+        raise OSError(f"{os.fsdecode(path)!r} was replaced while listed")
+    entries = listing.entries
+    buckets = listing.buckets
     pack = _DIGEST_ROW.pack
     term = blake3.blake3
     from_bytes = int.from_bytes
-    total = 0
+    crc32 = zlib.crc32
+    lstat = os.lstat
+    slots = [0] * DIGEST_BUCKETS
     clean = True
-    for entry in entries:
-        name = entry.name
+    for name in names:
         if name == CONDUITD_DIR:
             continue
         child = prefix + name
         try:
-            st = entry.stat(follow_symlinks=False)
+            st = lstat(name, dir_fd=fd)
         except FileNotFoundError:
             continue
         except OSError as exc:
@@ -240,6 +348,7 @@ def _list_one(
             continue
         mode = st.st_mode
         target = None
+        bucket = crc32(name) % DIGEST_BUCKETS
         if st.st_dev != root_dev:
             clean = False
         elif stat.S_ISREG(mode):
@@ -253,7 +362,7 @@ def _list_one(
                 st.st_ino,
                 mode,
             )
-            total += from_bytes(term(part + name).digest(), "little")
+            slots[bucket] += from_bytes(term(part + name).digest(_HASH_BYTES), "little")
         elif stat.S_ISDIR(mode):
             subdirs.append(DirTask(child, values_from_stat(st, DIRECTORY, None)))
             part = pack(
@@ -266,10 +375,10 @@ def _list_one(
                 st.st_ino,
                 mode,
             )
-            total += from_bytes(term(part + name).digest(), "little")
+            slots[bucket] += from_bytes(term(part + name).digest(_HASH_BYTES), "little")
         elif stat.S_ISLNK(mode):
             try:
-                target = os.readlink(entry.path)
+                target = os.readlink(name, dir_fd=fd)
             except FileNotFoundError:
                 continue
             except OSError as exc:
@@ -286,18 +395,29 @@ def _list_one(
                 st.st_ino,
                 mode,
             )
-            total += from_bytes(term(part + name + target).digest(), "little")
+            hashed = part + name + target
+            slots[bucket] += from_bytes(term(hashed).digest(_HASH_BYTES), "little")
         else:
             clean = False
-        append((child, st, target))
-    listing.count = len(listing.entries)
-    if clean:
-        digest = (total % _DIGEST_MODULUS).to_bytes(_DIGEST_BYTES, "little")
-        listing.digest = digest
-        if stored.get(rel) == digest:
-            listing.same = True
-            listing.entries = []
-    return listing
+        entries.append((child, st, target))
+        buckets.append(bucket)
+    listing.count = len(entries)
+    if not clean:
+        return
+    for bucket in buckets:
+        slots[bucket] += _ONE_CHILD
+    total = 0
+    for bucket, slot in enumerate(slots):
+        total |= slot << (_SLOT_BITS * bucket)
+    digest = encode_digest(total)
+    listing.digest = digest
+    known = stored.get(listing.task.relative_path)
+    if known == digest:
+        listing.same = True
+        listing.entries = []
+        listing.buckets = []
+    elif known is not None:
+        listing.suspects = differing_buckets(digest, known)
 
 
 @dataclass(slots=True)

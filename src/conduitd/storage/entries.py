@@ -12,13 +12,14 @@ microseconds per instance. `load_entry_map` builds `EntryRow`s for the resolver.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Final, Protocol, TypeAlias
 
 from conduitd.storage.database import (
     BUSY_TIMEOUT_MS,
+    IN_LIST_MAX,
     Reader,
     SqlParam,
     SqlParams,
@@ -242,6 +243,21 @@ class EntryReader:
             )
             return {row[0]: (row[2:], row[1]) for row in cursor}
 
+    def named(self, paths: Sequence[bytes]) -> dict[bytes, EntryValues]:
+        """The rows of `paths` that exist (by primary key, chunked)."""
+        found: dict[bytes, EntryValues] = {}
+        conn = self._connection()
+        with storage_errors("read entries"):
+            for start in range(0, len(paths), IN_LIST_MAX):
+                chunk = paths[start : start + IN_LIST_MAX]
+                cursor = conn.execute(
+                    f"{_NAMED} ({', '.join('?' * len(chunk))})",
+                    [self._location_id, *chunk],
+                )
+                for row in cursor:
+                    found[row[0]] = row[1:]
+        return found
+
     def children(self, directories: Iterable[bytes]) -> dict[bytes, EntryValues]:
         """The rows directly under each directory (one range query each).
 
@@ -263,6 +279,10 @@ class EntryReader:
         return found
 
 
+_NAMED: Final = (
+    f"SELECT relative_path, {_VALUE_COLUMNS} FROM entry WHERE location_id = ?"
+    " AND relative_path IN"
+)
 _CHILDREN: Final = (
     f"SELECT relative_path, {_VALUE_COLUMNS} FROM entry WHERE location_id = ?"
     " AND relative_path >= ? AND relative_path < ?"

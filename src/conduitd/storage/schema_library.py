@@ -238,6 +238,11 @@ LISTING_DIGEST_SUMS: Final = """
 UPDATE entry SET listing_digest = NULL WHERE listing_digest IS NOT NULL;
 """
 
+# Listing digests became sums by bucket (issue 5 bench), so that a scan loads
+# only the rows of the buckets where a directory changed: old digests are
+# forgotten, the next scan stores new ones.
+LISTING_DIGEST_BUCKETS: Final = LISTING_DIGEST_SUMS
+
 LIBRARY_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "initial library schema", INITIAL),
     Migration(201, "location marker flag", LOCATION_MARKER_FLAG),
@@ -246,4 +251,5 @@ LIBRARY_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(204, "index versions and conduit agreements", INDEX_AGREEMENT),
     Migration(205, "trash rows by path", TRASH_PATH_INDEX),
     Migration(206, "listing digests as sums", LISTING_DIGEST_SUMS),
+    Migration(207, "listing digests by bucket", LISTING_DIGEST_BUCKETS),
 )
