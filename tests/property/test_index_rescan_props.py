@@ -155,6 +155,30 @@ def test_a_rescan_after_refreshes_equals_a_fresh_scan(
     _assert_rescan_equals_fresh_scan(before, watched, unseen)
 
 
+# One directory of many files: its digest buckets hold several children
+# each, so a rescan loads only some of them (a deletion in a changed bucket
+# must still be seen).
+WIDE = [f"d/f{n:02}" for n in range(40)]
+WIDE_PATHS = st.sampled_from(WIDE)
+WIDE_OPS = st.one_of(
+    st.tuples(st.just("write"), WIDE_PATHS, CONTENT),
+    st.tuples(st.just("remove"), WIDE_PATHS, st.just(b"")),
+    st.tuples(st.just("touch"), WIDE_PATHS, st.just(b"")),
+    st.tuples(st.just("chmod"), WIDE_PATHS, st.just(b"")),
+    st.tuples(st.just("rename"), WIDE_PATHS, WIDE_PATHS.map(os.fsencode)),
+)
+
+
+@given(st.lists(WIDE_OPS, min_size=1, max_size=10), st.lists(WIDE_OPS, max_size=4))
+def test_a_rescan_of_a_wide_directory_equals_a_fresh_scan(
+    unseen: list[tuple[str, str, bytes]], watched: list[tuple[str, str, bytes]]
+) -> None:
+    """Edits, deletions, renames among 40 files, some refreshed first: the
+    rows a rescan loads by bucket are enough to find what a fresh scan finds."""
+    before = [("write", rel, rel.encode()) for rel in WIDE]
+    _assert_rescan_equals_fresh_scan(before, watched, unseen)
+
+
 class LocationStates(RuleBasedStateMachine):
     """Any order of steps: the state is what the transition table says, and
     the only refused step is completing a scan of an unmounted root."""
