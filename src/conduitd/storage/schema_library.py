@@ -243,6 +243,13 @@ UPDATE entry SET listing_digest = NULL WHERE listing_digest IS NOT NULL;
 # forgotten, the next scan stores new ones.
 LISTING_DIGEST_BUCKETS: Final = LISTING_DIGEST_SUMS
 
+# Trash retention (issue 9): the oldest version of a conduit's trash, and the
+# versions older than the retention, are a range of an index, not a scan of
+# every row after every run.
+TRASH_AGE_INDEX: Final = """
+CREATE INDEX idx_sync_trash_age ON sync_trash(conduit_id, trashed_at);
+"""
+
 LIBRARY_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "initial library schema", INITIAL),
     Migration(201, "location marker flag", LOCATION_MARKER_FLAG),
@@ -252,4 +259,5 @@ LIBRARY_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(205, "trash rows by path", TRASH_PATH_INDEX),
     Migration(206, "listing digests as sums", LISTING_DIGEST_SUMS),
     Migration(207, "listing digests by bucket", LISTING_DIGEST_BUCKETS),
+    Migration(208, "trash rows by age", TRASH_AGE_INDEX),
 )

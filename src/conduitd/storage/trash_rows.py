@@ -110,6 +110,16 @@ async def trash_totals(db: Database, conduit_id: int) -> TrashTotals:
     return TrashTotals(int(count), int(size), None if oldest is None else str(oldest))
 
 
+async def oldest_trashed_at(db: Database, conduit_id: int) -> str | None:
+    """When the conduit's oldest trashed version went to trash (None: none);
+    one seek in idx_sync_trash_age."""
+    rows = await db.fetch_all(
+        "SELECT MIN(trashed_at) FROM sync_trash WHERE conduit_id = ?", (conduit_id,)
+    )
+    oldest = rows[0][0]
+    return None if oldest is None else str(oldest)
+
+
 async def expired_unprotected_exists(
     db: Database, conduit_id: int, location_ids: Sequence[int], cutoff: str
 ) -> bool:
