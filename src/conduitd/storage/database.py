@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeAlias
@@ -29,16 +29,23 @@ class Reader(Protocol):
     async def fetch_all(self, sql: str, params: SqlParams = ()) -> list[Row]: ...
 
 
+def in_lists(
+    sql: str, params: SqlParams, keys: Sequence[SqlParam]
+) -> Iterator[tuple[str, list[SqlParam]]]:
+    """`sql`, which ends in `IN`, with its parameters for all `keys` (bound
+    after `params`): one statement per IN_LIST_MAX keys."""
+    for start in range(0, len(keys), IN_LIST_MAX):
+        chunk = keys[start : start + IN_LIST_MAX]
+        yield f"{sql} ({', '.join('?' * len(chunk))})", [*params, *chunk]
+
+
 async def fetch_in(
     db: Reader, sql: str, params: SqlParams, keys: Sequence[SqlParam]
 ) -> list[Row]:
-    """The rows of `sql`, which ends in `IN`, for all `keys` (bound after
-    `params`): one query per IN_LIST_MAX keys."""
+    """The rows of `sql`, which ends in `IN`, for all `keys` (`in_lists`)."""
     rows: list[Row] = []
-    for start in range(0, len(keys), IN_LIST_MAX):
-        chunk = keys[start : start + IN_LIST_MAX]
-        marks = ", ".join("?" * len(chunk))
-        rows += await db.fetch_all(f"{sql} ({marks})", [*params, *chunk])
+    for statement, bound in in_lists(sql, params, keys):
+        rows += await db.fetch_all(statement, bound)
     return rows
 
 

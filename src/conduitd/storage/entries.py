@@ -19,11 +19,11 @@ from typing import Final, Protocol, TypeAlias
 
 from conduitd.storage.database import (
     BUSY_TIMEOUT_MS,
-    IN_LIST_MAX,
     Reader,
     SqlParam,
     SqlParams,
     fetch_in,
+    in_lists,
     storage_errors,
 )
 from conduitd.storage.models import EntryKind, EntryRow
@@ -248,13 +248,8 @@ class EntryReader:
         found: dict[bytes, EntryValues] = {}
         conn = self._connection()
         with storage_errors("read entries"):
-            for start in range(0, len(paths), IN_LIST_MAX):
-                chunk = paths[start : start + IN_LIST_MAX]
-                cursor = conn.execute(
-                    f"{_NAMED} ({', '.join('?' * len(chunk))})",
-                    [self._location_id, *chunk],
-                )
-                for row in cursor:
+            for statement, bound in in_lists(_NAMED, (self._location_id,), paths):
+                for row in conn.execute(statement, bound):
                     found[row[0]] = row[1:]
         return found
 
