@@ -168,27 +168,25 @@ async def prune_conduit_trash(
         return PruneSummary(conduit.name)
     policy = RetentionPolicy.of(conduit, older_than_s)
     now = now or utc_now()
-    if not summarize and policy.max_bytes is None:
-        # Counting and summing every row cost 23 ms a run at 118k trashed
-        # versions, and grew with them (issue 5 bench).
+    # Runs prune after every generation: the rows are loaded only when one may
+    # go (loading 20k of them cost 80 ms of every 1 %-changed run). Without a
+    # size cap and a summary to give, the trash is not even counted: the
+    # oldest version's age is one seek in an index (counting 118k versions
+    # cost 23 ms a run, growing with them). Issue 5 bench.
+    if summarize or policy.max_bytes is not None:
+        totals = await trash_totals(library.db, record.id)
+        kept = PruneSummary(conduit.name, kept=totals.count, kept_bytes=totals.size)
+        if not policy.may_prune(totals, now):
+            return kept
+        over_cap = policy.over_cap(totals)
+    else:
+        kept = PruneSummary(conduit.name)
         if not policy.expired(await oldest_trashed_at(library.db, record.id), now):
-            return PruneSummary(conduit.name)
-        cutoff = policy.cutoff(now)
-        locations = await _location_ids(library, record)
-        if cutoff is None or not await expired_unprotected_exists(
-            library.db, record.id, locations, cutoff
-        ):
-            return PruneSummary(conduit.name)
-    # Runs prune after every generation: when nothing is old enough and the
-    # total is under the cap, the rows are not loaded. Loading 20k of them
-    # cost 80 ms of every 1 %-changed run (issue 5 bench).
-    totals = await trash_totals(library.db, record.id)
-    kept = PruneSummary(conduit.name, kept=totals.count, kept_bytes=totals.size)
-    if not policy.may_prune(totals, now):
-        return kept
+            return kept
+        over_cap = False
     locations = await _location_ids(library, record)
-    if not await _over_cap_or_expired(
-        library, record.id, locations, policy, totals, now
+    if not over_cap and not await _expired_unprotected(
+        library, record.id, locations, policy, now
     ):
         return kept
     rows = await list_trashed(library.db, record.id)
@@ -249,23 +247,20 @@ def restore_side(conduit: ConduitConfig, removed_from: str) -> str:
     return "source"
 
 
-async def _over_cap_or_expired(
+async def _expired_unprotected(
     library: Library,
     conduit_id: int,
     locations: Sequence[int],
     policy: RetentionPolicy,
-    totals: TrashTotals,
     now: datetime,
 ) -> bool:
-    """Past `may_prune`: over the cap, or a version too old that is not a
-    kept last copy. Once a month has gone by, an old last copy nearly always
-    exists: `may_prune` alone then loaded every row after every run."""
-    if policy.over_cap(totals):
-        return True
+    """A version too old that is not a kept last copy exists. Once a month has
+    gone by, an old last copy nearly always exists: the age of the oldest
+    version alone then loaded every row after every run."""
     cutoff = policy.cutoff(now)
-    if cutoff is None:
-        return False
-    return await expired_unprotected_exists(library.db, conduit_id, locations, cutoff)
+    return cutoff is not None and await expired_unprotected_exists(
+        library.db, conduit_id, locations, cutoff
+    )
 
 
 async def _location_ids(library: Library, record: ConduitRecord) -> list[int]:
