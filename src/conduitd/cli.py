@@ -255,19 +255,33 @@ def sync(
             on_event=None if bar is None else bar.on_event,
         )
         if document is None:
-            with nullcontext() if bar is None else bar.without_thread():
-                workers = _fork_workers()
-            try:
-                document = _sync_here(
-                    ctx, name, force=force, as_json=as_json, bar=bar, workers=workers
-                )
-            finally:
-                if workers is not None:
-                    workers.close()
+            document = _sync_in_this_process(ctx, name, force, as_json, bar)
         if bar is not None:
             assert isinstance(document, dict)  # a generation object
             bar.finish(document)
     _print_generation(document, as_json=as_json)
+
+
+def _sync_in_this_process(
+    ctx: CliContext,
+    name: str,
+    force: bool,
+    as_json: bool,
+    bar: SyncProgressBar | None,
+) -> dict[str, object]:
+    from conduitd.storage.database import SHORT_LIVED, tuned_connections
+
+    # Before the fork: the workers' connections are tuned alike.
+    with tuned_connections(SHORT_LIVED):
+        with nullcontext() if bar is None else bar.without_thread():
+            workers = _fork_workers()
+        try:
+            return _sync_here(
+                ctx, name, force=force, as_json=as_json, bar=bar, workers=workers
+            )
+        finally:
+            if workers is not None:
+                workers.close()
 
 
 def _fork_workers() -> ForkedWorkers | None:

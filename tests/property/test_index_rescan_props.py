@@ -17,6 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from conduitd.index import Indexer, IndexStep, LocationState, advance
 from conduitd.index.state import TRANSITIONS, InvalidTransition
+from conduitd.storage.database import Database
 from conduitd.storage.entries import load_entry_map
 from conduitd.storage.library import open_library
 from conduitd.storage.locations import ensure_location
@@ -106,6 +107,7 @@ async def _rescan_and_fresh_scan(
             apply(root, op)
         await indexer.scan(record)
         rescanned = await load_entry_map(lib.db, record.id)
+        assert await _misparented(lib.db, record.id) == []
     finally:
         await lib.close()
     fresh_lib = await open_library(work / "state-b")
@@ -117,6 +119,25 @@ async def _rescan_and_fresh_scan(
     finally:
         await fresh_lib.close()
     return rescanned, fresh
+
+
+async def _misparented(db: Database, location_id: int) -> list[bytes]:
+    """Rows whose parent_id or name is not their path's (an upsert keeps both
+    of an existing row: its parent's row must not have been replaced)."""
+    rows = await db.fetch_all(
+        "SELECT id, parent_id, name, relative_path FROM entry WHERE location_id = ?",
+        (location_id,),
+    )
+    ids = {row["relative_path"]: row["id"] for row in rows}
+    wrong = []
+    for row in rows:
+        path = row["relative_path"]
+        if not path:
+            continue
+        parent, _, name = path.rpartition(b"/")
+        if row["parent_id"] != ids.get(parent) or row["name"] != name:
+            wrong.append(path)
+    return wrong
 
 
 def _assert_rescan_equals_fresh_scan(
