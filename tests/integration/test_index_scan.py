@@ -32,6 +32,7 @@ from conduitd.storage.entries import EntryReader, EntryValues, load_entry_map
 from conduitd.storage.library import LIBRARY_DB, Library, open_library
 from conduitd.storage.locations import LocationRecord, LocationState, ensure_location
 from conduitd.storage.models import EntryKind, EntryRow
+from conduitd.storage.schema_library import LIBRARY_MIGRATIONS
 
 pytestmark = pytest.mark.anyio
 
@@ -119,6 +120,32 @@ async def test_first_scan_records_files_directories_and_symlinks(
     assert location.st_dev == os.stat(root).st_dev
     assert location.root_inode == os.stat(root).st_ino
     assert location.last_scan_at is not None
+
+
+async def test_every_write_moves_the_totals_and_the_upgrade_counts_them_again(
+    library: Library, root: Path
+) -> None:
+    (root / "a.txt").write_bytes(b"12345")
+    (root / "d").mkdir()
+    (root / "d" / "b.txt").write_bytes(b"xy")
+    os.symlink("a.txt", root / "link")
+    record = await add_location(library, root)
+    indexer = Indexer.for_library(library)
+    await indexer.scan(record)
+    # A refresh (a watcher's, a run's verification) writes outside a scan.
+    (root / "a.txt").write_bytes(b"1")
+    shutil.rmtree(root / "d")
+    (root / "c.txt").write_bytes(b"abc")
+    await indexer.refresh(record.id, [b"a.txt", b"d", b"c.txt"])
+    location = await indexer.location(record.id)
+    assert (location.total_file_count, location.total_byte_size) == (3, 4)
+    # An older conduitd left the totals of its last scan after such writes.
+    recount = next(m for m in LIBRARY_MIGRATIONS if m.version == 209)
+    await library.db.execute_script(
+        "UPDATE location SET total_file_count = 99, total_byte_size = 99;" + recount.sql
+    )
+    location = await indexer.location(record.id)
+    assert (location.total_file_count, location.total_byte_size) == (3, 4)
 
 
 async def test_unchanged_rescan_writes_nothing_and_hashes_nothing(

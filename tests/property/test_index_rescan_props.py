@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from conduitd.index import Indexer, IndexStep, LocationState, advance
 from conduitd.index.state import TRANSITIONS, InvalidTransition
 from conduitd.storage.database import Database
-from conduitd.storage.entries import load_entry_map
+from conduitd.storage.entries import entry_totals, load_entry_map
 from conduitd.storage.library import open_library
 from conduitd.storage.locations import ensure_location
 from conduitd.storage.models import EntryRow
@@ -103,11 +103,17 @@ async def _rescan_and_fresh_scan(
         if watched:
             await indexer.refresh(record.id, _touched(watched))
             assert untrue_digests(await lib.db.fetch_all(ENTRY_ROWS)) == []
+            assert await _kept_totals(lib.db, record.id) == await entry_totals(
+                lib.db, record.id
+            )
         for op in unseen:
             apply(root, op)
         await indexer.scan(record)
         rescanned = await load_entry_map(lib.db, record.id)
         assert await _misparented(lib.db, record.id) == []
+        assert await _kept_totals(lib.db, record.id) == await entry_totals(
+            lib.db, record.id
+        )
     finally:
         await lib.close()
     fresh_lib = await open_library(work / "state-b")
@@ -119,6 +125,16 @@ async def _rescan_and_fresh_scan(
     finally:
         await fresh_lib.close()
     return rescanned, fresh
+
+
+async def _kept_totals(db: Database, location_id: int) -> tuple[int, int]:
+    """The totals every write keeps on the location's row."""
+    row = await db.fetch_one(
+        "SELECT total_file_count, total_byte_size FROM location WHERE id = ?",
+        (location_id,),
+    )
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 async def _misparented(db: Database, location_id: int) -> list[bytes]:

@@ -259,13 +259,7 @@ class Indexer:
         changes = await self._collect(record, st)
         counts, touched = await self._write(record, changes, self.scan_batch_rows)
         final = advance(await self.state(location_id), IndexStep.SCAN_COMPLETED)
-        unchanged = counts.total == 0 and record.last_scan_at is not None
-        totals = (
-            (record.total_file_count, record.total_byte_size) if unchanged else None
-        )
-        files, size = await self.store.finish_scan(
-            location_id, utc_now_text(), final, totals
-        )
+        files, size = await self.store.finish_scan(location_id, utc_now_text(), final)
         report = _report(location_id, final, counts, changes, started, touched)
         logger.info(
             "scan_finished",

@@ -21,12 +21,15 @@ from conduitd.index.walk import child_term, digest_with
 from conduitd.storage.agreement import bump_index_version
 from conduitd.storage.database import Database
 from conduitd.storage.entries import (
+    KIND,
+    SIZE,
     EntryValues,
+    Totals,
     Writer,
+    add_to_totals,
     clear_listing_digests,
     delete_entries,
     delete_subtree,
-    entry_totals,
     fetch_entry_values,
     fetch_listing_digests,
     parent_path,
@@ -171,27 +174,19 @@ class IndexStore:
             await set_has_marker(tx, location_id, has_marker)
 
     async def finish_scan(
-        self,
-        location_id: int,
-        scanned_at: str,
-        state: LocationState,
-        totals: tuple[int, int] | None = None,
+        self, location_id: int, scanned_at: str, state: LocationState
     ) -> tuple[int, int]:
-        """Record the scan time, totals and state; return (files, bytes).
-
-        Args:
-            totals: the unchanged totals of a scan that wrote nothing (None:
-                count them).
-        """
+        """Record the scan time and state; return the location's totals
+        (files, bytes), which every write keeps (`_apply_batch`)."""
         async with self.db.transaction() as tx:
-            if totals is None:
-                totals = await entry_totals(tx, location_id)
-            files, size = totals
-            await record_scan(
-                tx, location_id, scanned_at=scanned_at, file_count=files, byte_size=size
-            )
+            await record_scan(tx, location_id, scanned_at=scanned_at)
             await set_location_state(tx, location_id, state)
-        return files, size
+            row = await tx.fetch_one(
+                "SELECT total_file_count, total_byte_size FROM location WHERE id = ?",
+                (location_id,),
+            )
+        assert row is not None  # we wrote it
+        return int(row[0]), int(row[1])
 
 
 async def _apply_batch(
@@ -215,13 +210,28 @@ async def _apply_batch(
     gone = {*batch.removed, *batch.removed_subtrees}
     kept = await fetch_listing_digests(tx, location_id, parents - fresh - gone)
     children = [p for p in touched if parent_path(p) in kept]
-    old = await fetch_entry_values(tx, location_id, children) if children else {}
+    written = [*dict.fromkeys((*(p for p, _ in batch.upserts), *batch.removed))]
+    # The old rows of the written paths (the location's totals move by them)
+    # and of the children whose parents keep their digests.
+    wanted = [*written, *children]
+    old = await fetch_entry_values(tx, location_id, wanted) if wanted else {}
     deleted: list[bytes] = []
+    delta = Totals()
     for prefix in batch.removed_subtrees:
-        deleted += await delete_subtree(tx, location_id, prefix)
+        paths, lost = await delete_subtree(tx, location_id, prefix)
+        deleted += paths
+        delta -= lost
+    counted = set(deleted)  # their old rows are out of the totals already
+    for path in written:
+        values = old.get(path)
+        if values is not None and path not in counted:
+            delta -= Totals.of(values[KIND], values[SIZE])
+    for _, values in batch.upserts:
+        delta += Totals.of(values[KIND], values[SIZE])
     await delete_entries(tx, location_id, batch.removed)
     deleted += batch.removed
     await upsert_entries(tx, location_id, batch.upserts)
+    await add_to_totals(tx, location_id, delta)
     await set_listing_digests(
         tx,
         location_id,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol, TypeAlias
 
@@ -403,8 +404,11 @@ async def delete_entries(tx: Writer, location_id: int, paths: Iterable[bytes]) -
         )
 
 
-async def delete_subtree(tx: Writer, location_id: int, prefix: bytes) -> list[bytes]:
-    """Delete `prefix` and everything under it; return the deleted paths.
+async def delete_subtree(
+    tx: Writer, location_id: int, prefix: bytes
+) -> tuple[list[bytes], Totals]:
+    """Delete `prefix` and everything under it; return the deleted paths and
+    what they counted in the location's totals.
 
     `prefix = b""` deletes every row but the root.
     """
@@ -412,16 +416,20 @@ async def delete_subtree(tx: Writer, location_id: int, prefix: bytes) -> list[by
         low, high = _subtree_bounds(prefix)
         rows = await tx.fetch_all(
             "DELETE FROM entry WHERE location_id = ? AND (relative_path = ?"
-            " OR (relative_path >= ? AND relative_path < ?)) RETURNING relative_path",
+            " OR (relative_path >= ? AND relative_path < ?))"
+            " RETURNING relative_path, kind, size",
             (location_id, prefix, low, high),
         )
     else:
         rows = await tx.fetch_all(
             "DELETE FROM entry WHERE location_id = ? AND relative_path != x''"
-            " RETURNING relative_path",
+            " RETURNING relative_path, kind, size",
             (location_id,),
         )
-    return [row[0] for row in rows]
+    gone = Totals()
+    for _, kind, size in rows:
+        gone += Totals.of(kind, size)
+    return [row[0] for row in rows], gone
 
 
 async def entry_kinds_after(
@@ -436,6 +444,37 @@ async def entry_kinds_after(
         (location_id, after, limit),
     )
     return [(row[0], EntryKind(row[1])) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """What rows count in a location's totals: non-directory entries, and
+    the bytes of regular files."""
+
+    files: int = 0
+    size: int = 0
+
+    @classmethod
+    def of(cls, kind: int, size: int) -> Totals:
+        if kind == EntryKind.DIRECTORY:
+            return cls()
+        return cls(1, size if kind == EntryKind.FILE else 0)
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(self.files + other.files, self.size + other.size)
+
+    def __sub__(self, other: Totals) -> Totals:
+        return Totals(self.files - other.files, self.size - other.size)
+
+
+async def add_to_totals(tx: Writer, location_id: int, delta: Totals) -> None:
+    """Move the location's totals by what a write added and removed."""
+    if delta != Totals():
+        await tx.execute(
+            "UPDATE location SET total_file_count = total_file_count + ?,"
+            " total_byte_size = total_byte_size + ? WHERE id = ?",
+            (delta.files, delta.size, location_id),
+        )
 
 
 async def entry_totals(db: Reader, location_id: int) -> tuple[int, int]:

@@ -220,17 +220,9 @@ async def set_has_marker(tx: Transaction, location_id: int, has_marker: bool) ->
     )
 
 
-async def record_scan(
-    tx: Transaction,
-    location_id: int,
-    *,
-    scanned_at: str,
-    file_count: int,
-    byte_size: int,
-) -> None:
-    """A completed scan: when, and the location's non-directory totals."""
+async def record_scan(tx: Transaction, location_id: int, *, scanned_at: str) -> None:
+    """A completed scan: when. (The totals move with every write of rows.)"""
     await tx.execute(
-        "UPDATE location SET last_scan_at = ?, total_file_count = ?,"
-        " total_byte_size = ?, updated_at = ? WHERE id = ?",
-        (scanned_at, file_count, byte_size, utc_now_text(), location_id),
+        "UPDATE location SET last_scan_at = ?, updated_at = ? WHERE id = ?",
+        (scanned_at, utc_now_text(), location_id),
     )
