@@ -255,7 +255,9 @@ def sync(
             on_event=None if bar is None else bar.on_event,
         )
         if document is None:
-            document = _sync_in_this_process(ctx, name, force, as_json, bar)
+            document = _sync_in_this_process(
+                ctx, name, force=force, as_json=as_json, bar=bar
+            )
         if bar is not None:
             assert isinstance(document, dict)  # a generation object
             bar.finish(document)
@@ -265,6 +267,7 @@ def sync(
 def _sync_in_this_process(
     ctx: CliContext,
     name: str,
+    *,
     force: bool,
     as_json: bool,
     bar: SyncProgressBar | None,

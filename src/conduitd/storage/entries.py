@@ -475,13 +475,3 @@ async def add_to_totals(tx: Writer, location_id: int, delta: Totals) -> None:
             " total_byte_size = total_byte_size + ? WHERE id = ?",
             (delta.files, delta.size, location_id),
         )
-
-
-async def entry_totals(db: Reader, location_id: int) -> tuple[int, int]:
-    """(non-directory entries, bytes of regular files) of a location."""
-    rows = await db.fetch_all(
-        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN kind = ? THEN size ELSE 0 END), 0)"
-        " FROM entry WHERE location_id = ? AND kind != ?",
-        (int(EntryKind.FILE), location_id, int(EntryKind.DIRECTORY)),
-    )
-    return int(rows[0][0]), int(rows[0][1])
