@@ -4,7 +4,6 @@ SQLite's."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import sys
@@ -22,13 +21,9 @@ from conduitd.storage.database import (
     tuned_connections,
 )
 from conduitd.storage.entries import EntryReader
+from helpers.cli import conduitd_env
 
 pytestmark = pytest.mark.anyio
-
-
-def _with_src() -> dict[str, str]:
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    return {**os.environ, "PYTHONPATH": src}
 
 
 def _tuning_of(conn: sqlite3.Connection) -> ConnectionTuning:
@@ -76,4 +71,4 @@ def test_the_process_default_is_long_lived() -> None:
         "from conduitd.storage.database import LONG_LIVED, connection_tuning;"
         "assert connection_tuning() == LONG_LIVED"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, env=_with_src())
+    subprocess.run([sys.executable, "-c", code], check=True, env=conduitd_env())

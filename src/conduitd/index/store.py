@@ -222,12 +222,9 @@ async def _apply_batch(
         deleted += paths
         delta -= lost
     counted = set(deleted)  # their old rows are out of the totals already
-    for path in written:
-        values = old.get(path)
-        if values is not None and path not in counted:
-            delta -= Totals.of(values[KIND], values[SIZE])
-    for _, values in batch.upserts:
-        delta += Totals.of(values[KIND], values[SIZE])
+    replaced = [old[p] for p in written if p in old and p not in counted]
+    delta -= Totals.over((values[KIND], values[SIZE]) for values in replaced)
+    delta += Totals.over((values[KIND], values[SIZE]) for _, values in batch.upserts)
     await delete_entries(tx, location_id, batch.removed)
     deleted += batch.removed
     await upsert_entries(tx, location_id, batch.upserts)

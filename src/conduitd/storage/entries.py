@@ -349,13 +349,7 @@ async def fetch_entry_values(
     db: Reader, location_id: int, paths: Iterable[bytes]
 ) -> dict[bytes, EntryValues]:
     """The rows of the given paths that exist."""
-    rows = await fetch_in(
-        db,
-        f"SELECT relative_path, {_VALUE_COLUMNS} FROM entry"
-        " WHERE location_id = ? AND relative_path IN",
-        (location_id,),
-        list(dict.fromkeys(paths)),
-    )
+    rows = await fetch_in(db, _NAMED, (location_id,), list(dict.fromkeys(paths)))
     return {row[0]: row[1:] for row in rows}
 
 
@@ -426,10 +420,7 @@ async def delete_subtree(
             " RETURNING relative_path, kind, size",
             (location_id,),
         )
-    gone = Totals()
-    for _, kind, size in rows:
-        gone += Totals.of(kind, size)
-    return [row[0] for row in rows], gone
+    return [row[0] for row in rows], Totals.over((kind, size) for _, kind, size in rows)
 
 
 async def entry_kinds_after(
@@ -455,10 +446,15 @@ class Totals:
     size: int = 0
 
     @classmethod
-    def of(cls, kind: int, size: int) -> Totals:
-        if kind == EntryKind.DIRECTORY:
-            return cls()
-        return cls(1, size if kind == EntryKind.FILE else 0)
+    def over(cls, rows: Iterable[tuple[int, int]]) -> Totals:
+        """What rows of these (kind, size) count."""
+        files = size = 0
+        for kind, row_size in rows:
+            if kind != EntryKind.DIRECTORY:
+                files += 1
+                if kind == EntryKind.FILE:
+                    size += row_size
+        return cls(files, size)
 
     def __add__(self, other: Totals) -> Totals:
         return Totals(self.files + other.files, self.size + other.size)
