@@ -7,7 +7,11 @@
 - `interleaved` runs the tools round by round, round r starting with tool
   r mod n, so no tool always runs first (or right after the same neighbour).
 - `Reporter` prints a table per phase (medians, every sample, ratios of each
-  conduitd variant to each tool) and a summary at the end.
+  conduitd variant to each tool) and a summary at the end. The summary also
+  gives the median of the per-round ratios ("paired"): a tool and conduitd
+  timed in the same round shared the disk's mood, so on a phase bound by
+  writeback (the initial copies) the paired ratio moves less from run to
+  run than the ratio of the medians.
 - `Daemon` runs `conduitd daemon` on a config of its own, answers `status`
   over the control socket and times `conduitd sync NAME --json` whole-process.
 
@@ -216,7 +220,9 @@ def interleaved(
 class Reporter:
     """Per-phase tables and the summary; conduitd variants are named `conduitd*`."""
 
-    rows: list[tuple[str, str, str, float, float]] = field(default_factory=list)
+    rows: list[tuple[str, str, str, list[float], list[float]]] = field(
+        default_factory=list
+    )
 
     def phase(
         self, title: str, samples: dict[str, list[float]], notes: Sequence[str] = ()
@@ -233,9 +239,9 @@ class Reporter:
             print(f"| {name} | {median:.3f} | {times} |{ratios}")
         theirs = {n: m for n, m in medians.items() if not n.startswith("conduitd")}
         self.rows += [
-            (title, variant, peer, medians[variant], median)
+            (title, variant, peer, samples[variant], samples[peer])
             for variant in ours
-            for peer, median in theirs.items()
+            for peer in theirs
         ]
         for note in notes:
             print(f"- {note}")
@@ -243,13 +249,23 @@ class Reporter:
 
     def summary(self) -> None:
         print("\n## Summary: conduitd / peer (medians)")
-        print("| phase | conduitd | s | peer | s | ratio |")
-        print("| --- | --- | ---: | --- | ---: | ---: |")
+        print("| phase | conduitd | s | peer | s | ratio | paired |")
+        print("| --- | --- | ---: | --- | ---: | ---: | ---: |")
         for title, variant, peer, ours, theirs in self.rows:
+            mine, peers = statistics.median(ours), statistics.median(theirs)
             print(
-                f"| {title} | {variant} | {ours:.3f} | {peer} | {theirs:.3f} "
-                f"| {ours / theirs:.2f}x |"
+                f"| {title} | {variant} | {mine:.3f} | {peer} | {peers:.3f} "
+                f"| {mine / peers:.2f}x | {paired_ratio(ours, theirs)} |"
             )
+
+
+def paired_ratio(ours: Sequence[float], theirs: Sequence[float]) -> str:
+    """The median of round-by-round ratios, or "-" when the samples do not
+    pair up (a phase timed a different number of rounds per tool)."""
+    if len(ours) != len(theirs) or not ours:
+        return "-"
+    ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+    return f"{statistics.median(ratios):.2f}x"
 
 
 class Daemon:

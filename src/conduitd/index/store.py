@@ -39,6 +39,7 @@ from conduitd.storage.entries import (
 from conduitd.storage.locations import (
     LocationRecord,
     LocationState,
+    get_location,
     record_scan,
     set_has_marker,
     set_index_lost,
@@ -181,12 +182,9 @@ class IndexStore:
         async with self.db.transaction() as tx:
             await record_scan(tx, location_id, scanned_at=scanned_at)
             await set_location_state(tx, location_id, state)
-            row = await tx.fetch_one(
-                "SELECT total_file_count, total_byte_size FROM location WHERE id = ?",
-                (location_id,),
-            )
-        assert row is not None  # we wrote it
-        return int(row[0]), int(row[1])
+            record = await get_location(tx, location_id)
+        assert record is not None  # we wrote it
+        return record.total_file_count, record.total_byte_size
 
 
 async def _apply_batch(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 from uuid import UUID
 
-from conduitd.storage.database import Database, Row, Transaction
+from conduitd.storage.database import Database, Reader, Row, Transaction
 from conduitd.storage.models import EntryKind
 from conduitd.storage.syncable import ChangeType, JsonValue, canonical_json
 from conduitd.storage.transactions import LoggedTransaction
@@ -165,9 +165,10 @@ async def upsert_root_entry(tx: Transaction, location_id: int) -> int:
     return int(row["id"])
 
 
-async def get_location(db: Database, location_id: int) -> LocationRecord | None:
-    row = await db.fetch_one("SELECT * FROM location WHERE id = ?", (location_id,))
-    return None if row is None else LocationRecord.from_row(row)
+async def get_location(db: Reader, location_id: int) -> LocationRecord | None:
+    """The location's row, from the database or inside a transaction."""
+    rows = await db.fetch_all("SELECT * FROM location WHERE id = ?", (location_id,))
+    return LocationRecord.from_row(rows[0]) if rows else None
 
 
 async def list_locations(db: Database) -> list[LocationRecord]:
