@@ -1,0 +1,118 @@
+"""Verification of a run that touched many paths compares the two indexes in
+SQL and loads only the paths that differ, in a daemon's service as in a
+one-shot run; what a whole load would have found, it still finds.
+
+The daemon's service here runs without watchers (its barrier then rescans
+both roots, as after a lost watcher): the bulk comparison only needs both
+indexes current, however the barrier made them so.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conduitd.jobs.runner import TransferRunner
+from conduitd.sync import service as service_module
+from helpers.mirror import Mirror, generation_rows, listing, make_mirror, write
+from helpers.seams import SeamCopier
+
+
+@pytest.fixture
+def compared(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per SQL comparison (the number of paths it found)."""
+    calls: list[int] = []
+    real = service_module.differing_paths
+
+    async def spy(*args: Any, **kwargs: Any) -> list[bytes]:
+        found = await real(*args, **kwargs)
+        calls.append(len(found))
+        return found
+
+    monkeypatch.setattr(service_module, "differing_paths", spy)
+    return calls
+
+
+async def sync_as_daemon(m: Mirror, *, runner: Any = None) -> Any:
+    """One run through a daemon's service (`one_shot=False`), both roots
+    scanned first as the daemon's watchers would have them."""
+    from conduitd.config import load_config
+    from conduitd.oneshot import writer_session
+    from conduitd.sync.service import FileSyncService
+
+    config = load_config(m.config)
+    async with writer_session(config) as session:
+        for root in (m.source, m.target):
+            row = await session.library.db.fetch_one(
+                "SELECT id FROM location WHERE path = ?", (os.fsencode(root),)
+            )
+            assert row is not None
+            await session.indexer.scan(int(row[0]))
+        service = FileSyncService(
+            session.library,
+            session.tm,
+            session.indexer,
+            config,
+            one_shot=False,
+            runner=runner,
+        )
+        return await service.sync_now(m.name)
+
+
+async def test_a_daemon_run_verifies_in_bulk_and_still_sees_a_late_edit(
+    tmp_path: Path, compared: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "VERIFY_PATHS_MAX", 1)  # whole trees
+    m = make_mirror(tmp_path, create_target=True)
+    for i in range(10):
+        write(m.source / "d" / f"f{i}.txt", f"file {i}".encode())
+    edited = m.source / "d" / "f3.txt"
+
+    def after(rel: bytes) -> None:
+        # The user edits a file once its copy has landed in the temp file:
+        # the target gets the old bytes, only verification can tell.
+        if rel == b"d/f3.txt" and edited.read_bytes() == b"file 3":
+            write(edited, b"edited after its copy, by the user")
+
+    last = await sync_as_daemon(
+        m, runner=TransferRunner(copier=SeamCopier(after=after))
+    )
+
+    generations = generation_rows(m.state_dir)
+    assert generations[0]["verification_status"].startswith("failed:")
+    assert last.verification_status == "verified"
+    assert last.generation == generations[-1]["generation"] == 2
+    # The first verification compared in SQL and found the edit; the retry
+    # touched one path, which it probes.
+    assert compared == [1]
+    assert (m.target / "d" / "f3.txt").read_bytes() == edited.read_bytes()
+    assert listing(m.target) == listing(m.source)
+
+
+async def test_a_daemon_run_that_converged_loads_nothing_to_verify(
+    tmp_path: Path, compared: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "VERIFY_PATHS_MAX", 1)
+    loaded: list[object] = []
+    real = service_module.FileSyncService._snapshot
+
+    async def spy(self: Any, record: Any, endpoints: Any, paths: Any = None) -> Any:
+        loaded.append(None if paths is None else len(paths))
+        return await real(self, record, endpoints, paths)
+
+    monkeypatch.setattr(service_module.FileSyncService, "_snapshot", spy)
+    m = make_mirror(tmp_path, create_target=True)
+    for i in range(10):
+        write(m.source / "d" / f"f{i}.txt", f"file {i}".encode())
+
+    last = await sync_as_daemon(m)
+
+    assert last.verification_status == "verified"
+    assert compared == [0]
+    # The run's own plan loads the trees whole (everything is new to the
+    # daemon); verification loads none of the equal paths.
+    assert loaded[-1] == 0
+    assert listing(m.target) == listing(m.source)
