@@ -1,6 +1,7 @@
-"""Verification of a run that touched many paths compares the two indexes in
-SQL and loads only the paths that differ, in a daemon's service as in a
-one-shot run; what a whole load would have found, it still finds.
+"""A daemon's service compares the two indexes in SQL, as a one-shot run
+does, where it would otherwise load both trees whole: to plan a run with
+every path dirty, and to verify a run that touched many paths. It loads only
+the paths that differ; what a whole load would have found, it still finds.
 
 The daemon's service here runs without watchers (its barrier then rescans
 both roots, as after a lost watcher): the bulk comparison only needs both
@@ -85,9 +86,10 @@ async def test_a_daemon_run_verifies_in_bulk_and_still_sees_a_late_edit(
     assert generations[0]["verification_status"].startswith("failed:")
     assert last.verification_status == "verified"
     assert last.generation == generations[-1]["generation"] == 2
-    # The first verification compared in SQL and found the edit; the retry
-    # touched one path, which it probes.
-    assert compared == [1]
+    # In SQL: the first run's plan (10 new files and their directory), its
+    # verification (the edit), the retry's plan (the edit); the retry
+    # touched one path, which its verification probes.
+    assert compared == [11, 1, 1]
     assert (m.target / "d" / "f3.txt").read_bytes() == edited.read_bytes()
     assert listing(m.target) == listing(m.source)
 
@@ -111,8 +113,41 @@ async def test_a_daemon_run_that_converged_loads_nothing_to_verify(
     last = await sync_as_daemon(m)
 
     assert last.verification_status == "verified"
-    assert compared == [0]
-    # The run's own plan loads the trees whole (everything is new to the
-    # daemon); verification loads none of the equal paths.
+    assert compared == [11, 0]  # the plan, then verification
+    # Verification loads none of the equal paths.
     assert loaded[-1] == 0
+    assert listing(m.target) == listing(m.source)
+
+
+async def test_a_daemon_run_with_everything_dirty_resolves_only_what_differs(
+    tmp_path: Path, compared: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a daemon's start (or a rescan) every path is dirty: its first
+    run compares the indexes in SQL and loads only the paths that differ."""
+    loaded: list[object] = []
+    real = service_module.FileSyncService._snapshot
+
+    async def spy(self: Any, record: Any, endpoints: Any, paths: Any = None) -> Any:
+        loaded.append(None if paths is None else sorted(paths))
+        return await real(self, record, endpoints, paths)
+
+    m = make_mirror(tmp_path, create_target=True)
+    for i in range(10):
+        write(m.source / "d" / f"f{i}.txt", f"file {i}".encode())
+    await sync_as_daemon(m)
+    write(m.source / "d" / "f3.txt", b"changed while no daemon ran")
+    (m.source / "d" / "f7.txt").unlink()
+    compared.clear()
+    monkeypatch.setattr(service_module.FileSyncService, "_snapshot", spy)
+
+    last = await sync_as_daemon(m)
+
+    assert last.verification_status == "verified"
+    assert last.counts.files_copied == 1
+    assert last.counts.files_deleted == 1
+    assert compared[0] == 2  # f3 changed, f7 gone
+    plan = loaded[0]
+    assert isinstance(plan, list)  # not the whole trees
+    assert b"d/f3.txt" in plan
+    assert b"d/f0.txt" not in plan
     assert listing(m.target) == listing(m.source)

@@ -420,9 +420,11 @@ class FileSyncService:
             # The root itself changed: the resolver reads b"" as "everything",
             # so the whole trees must be loaded, not a subset of them.
             dirty = None
-        if dirty is None and self.one_shot and self._bulk_comparable(endpoints):
-            # Both indexes are fresh: compare them in SQL and resolve only the
-            # paths that differ, as the daemon resolves its dirty paths.
+        if dirty is None and self._bulk_comparable(endpoints):
+            # Both indexes are fresh (just rescanned, or kept by the daemon's
+            # watchers: everything is dirty after its start, a rescan or an
+            # overflow): compare them in SQL and resolve only the paths that
+            # differ, as the daemon resolves its dirty paths.
             dirty = await self._bulk_dirty(conduit, record, endpoints)
         snapshot = await self._snapshot(record, endpoints, dirty)
         operations, union = self._resolve(conduit, snapshot, endpoints, paths=dirty)
