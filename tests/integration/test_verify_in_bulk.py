@@ -122,8 +122,7 @@ async def test_a_daemon_run_that_converged_loads_nothing_to_verify(
 async def test_a_daemon_run_with_everything_dirty_resolves_only_what_differs(
     tmp_path: Path, compared: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """After a daemon's start (or a rescan) every path is dirty: its first
-    run compares the indexes in SQL and loads only the paths that differ."""
+    """After a daemon's start every path is dirty: its first run compares the indexes in SQL and loads only the paths that differ."""
     loaded: list[object] = []
     real = service_module.FileSyncService._snapshot
 

@@ -240,10 +240,6 @@ class ConduitTask:
                 self._changed.set()
         return len(kept)
 
-    def mark_everything_dirty(self, side: Side | None = None) -> None:
-        """After a rescan or a watcher restart: resolve all of `side` next time."""
-        self._dirty.mark_everything(side)
-
     def reconfigure(self, settings: TaskSettings) -> None:
         """New settings from a reload (same name); takes effect from the next trigger."""
         if settings.name != self.name:

@@ -422,9 +422,9 @@ class FileSyncService:
             dirty = None
         if dirty is None and self._bulk_comparable(endpoints):
             # Both indexes are fresh (just rescanned, or kept by the daemon's
-            # watchers: everything is dirty after its start, a rescan or an
-            # overflow): compare them in SQL and resolve only the paths that
-            # differ, as the daemon resolves its dirty paths.
+            # watchers, where everything is dirty after its start, for a retry
+            # or after an overflow): compare them in SQL and resolve only the
+            # paths that differ, as the daemon resolves its dirty paths.
             dirty = await self._bulk_dirty(conduit, record, endpoints)
         snapshot = await self._snapshot(record, endpoints, dirty)
         operations, union = self._resolve(conduit, snapshot, endpoints, paths=dirty)
