@@ -17,21 +17,6 @@ from helpers.mirror import Mirror, listing, make_mirror, query, sync_api, write
 from helpers.seams import SeamCopier
 
 
-@pytest.fixture
-def compared(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """One entry per SQL comparison a run makes (the number of paths found)."""
-    calls: list[int] = []
-    real = service_module.differing_paths
-
-    async def spy(*args: Any, **kwargs: Any) -> list[bytes]:
-        found = await real(*args, **kwargs)
-        calls.append(len(found))
-        return found
-
-    monkeypatch.setattr(service_module, "differing_paths", spy)
-    return calls
-
-
 def agreements(m: Mirror) -> list[Any]:
     return query(m.state_dir, "SELECT generation FROM conduit_agreement")
 

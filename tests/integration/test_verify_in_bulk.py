@@ -22,21 +22,6 @@ from helpers.mirror import Mirror, generation_rows, listing, make_mirror, write
 from helpers.seams import SeamCopier
 
 
-@pytest.fixture
-def compared(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """One entry per SQL comparison (the number of paths it found)."""
-    calls: list[int] = []
-    real = service_module.differing_paths
-
-    async def spy(*args: Any, **kwargs: Any) -> list[bytes]:
-        found = await real(*args, **kwargs)
-        calls.append(len(found))
-        return found
-
-    monkeypatch.setattr(service_module, "differing_paths", spy)
-    return calls
-
-
 async def sync_as_daemon(m: Mirror, *, runner: Any = None) -> Any:
     """One run through a daemon's service (`one_shot=False`), both roots
     scanned first as the daemon's watchers would have them."""

@@ -2,11 +2,12 @@
 
 A one-shot mirror run has just rescanned both roots, so it cannot take its
 work from a watcher (nor can a daemon's run when every path is dirty, as
-after its start, nor any verification of a run that touched many paths); loading both trees whole and resolving every path costs far more
-than the walk itself (issue 5 benchmark: 100k unchanged files). The index
-already holds both sides, keyed by (location, relative path): one join
-returns the paths where they differ, and only those (with their subtrees and
-ancestors) are resolved, as the daemon resolves its dirty paths.
+after its start, nor any verification of a run that touched many paths);
+loading both trees whole and resolving every path costs far more than the
+walk itself (issue 5 benchmark: 100k unchanged files). The index already
+holds both sides, keyed by (location, relative path): one join returns the
+paths where they differ, and only those (with their subtrees and ancestors)
+are resolved, as the daemon resolves its dirty paths.
 
 A path is listed when it exists on one side only, or differs in kind, in the
 unreadable flag, or in what the resolver compares for its kind (files:
