@@ -22,6 +22,21 @@ from helpers.mirror import Mirror, generation_rows, listing, make_mirror, write
 from helpers.seams import SeamCopier
 
 
+@pytest.fixture
+def loaded(monkeypatch: pytest.MonkeyPatch) -> list[list[bytes] | None]:
+    """What each snapshot a run takes asks for: sorted paths, None for the
+    whole trees."""
+    asked: list[list[bytes] | None] = []
+    real = service_module.FileSyncService._snapshot
+
+    async def spy(self: Any, record: Any, endpoints: Any, paths: Any = None) -> Any:
+        asked.append(None if paths is None else sorted(paths))
+        return await real(self, record, endpoints, paths)
+
+    monkeypatch.setattr(service_module.FileSyncService, "_snapshot", spy)
+    return asked
+
+
 async def sync_as_daemon(m: Mirror, *, runner: Any = None) -> Any:
     """One run through a daemon's service (`one_shot=False`), both roots
     scanned first as the daemon's watchers would have them."""
@@ -80,17 +95,12 @@ async def test_a_daemon_run_verifies_in_bulk_and_still_sees_a_late_edit(
 
 
 async def test_a_daemon_run_that_converged_loads_nothing_to_verify(
-    tmp_path: Path, compared: list[int], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    compared: list[int],
+    loaded: list[list[bytes] | None],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(service_module, "VERIFY_PATHS_MAX", 1)
-    loaded: list[object] = []
-    real = service_module.FileSyncService._snapshot
-
-    async def spy(self: Any, record: Any, endpoints: Any, paths: Any = None) -> Any:
-        loaded.append(None if paths is None else len(paths))
-        return await real(self, record, endpoints, paths)
-
-    monkeypatch.setattr(service_module.FileSyncService, "_snapshot", spy)
     m = make_mirror(tmp_path, create_target=True)
     for i in range(10):
         write(m.source / "d" / f"f{i}.txt", f"file {i}".encode())
@@ -100,21 +110,15 @@ async def test_a_daemon_run_that_converged_loads_nothing_to_verify(
     assert last.verification_status == "verified"
     assert compared == [11, 0]  # the plan, then verification
     # Verification loads none of the equal paths.
-    assert loaded[-1] == 0
+    assert loaded[-1] == []
     assert listing(m.target) == listing(m.source)
 
 
 async def test_a_daemon_run_with_everything_dirty_resolves_only_what_differs(
-    tmp_path: Path, compared: list[int], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, compared: list[int], loaded: list[list[bytes] | None]
 ) -> None:
-    """After a daemon's start every path is dirty: its first run compares the indexes in SQL and loads only the paths that differ."""
-    loaded: list[object] = []
-    real = service_module.FileSyncService._snapshot
-
-    async def spy(self: Any, record: Any, endpoints: Any, paths: Any = None) -> Any:
-        loaded.append(None if paths is None else sorted(paths))
-        return await real(self, record, endpoints, paths)
-
+    """After a daemon's start every path is dirty: its first run compares
+    the indexes in SQL and loads only the paths that differ."""
     m = make_mirror(tmp_path, create_target=True)
     for i in range(10):
         write(m.source / "d" / f"f{i}.txt", f"file {i}".encode())
@@ -122,7 +126,7 @@ async def test_a_daemon_run_with_everything_dirty_resolves_only_what_differs(
     write(m.source / "d" / "f3.txt", b"changed while no daemon ran")
     (m.source / "d" / "f7.txt").unlink()
     compared.clear()
-    monkeypatch.setattr(service_module.FileSyncService, "_snapshot", spy)
+    loaded.clear()
 
     last = await sync_as_daemon(m)
 
