@@ -182,6 +182,20 @@ def sync_here(mirror: Mirror, *args: str, json_output: bool = True) -> CliRun:
     return CliRun(result.exit_code, result.stdout, result.stderr)
 
 
+async def scan_both(mirror: Mirror, session: Any) -> tuple[int, int]:
+    """Scan the mirror's source and target in a `writer_session`; return
+    their location ids (source, target)."""
+    ids = []
+    for root in (mirror.source, mirror.target):
+        row = await session.library.db.fetch_one(
+            "SELECT id FROM location WHERE path = ?", (os.fsencode(root),)
+        )
+        assert row is not None
+        ids.append(int(row[0]))
+        await session.indexer.scan(ids[-1])
+    return ids[0], ids[1]
+
+
 async def sync_api(mirror: Mirror, *, force: bool = False, runner: Any = None) -> Any:
     """One one-shot run through the service API; returns the GenerationRecord."""
     from conduitd.config import load_config

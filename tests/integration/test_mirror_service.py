@@ -23,6 +23,7 @@ from helpers.mirror import (
     generation_rows,
     listing,
     make_mirror,
+    scan_both,
     sync_api,
     tmp_entries,
     trash_files,
@@ -277,15 +278,8 @@ async def scan_and_compare(mirror: Mirror) -> list[bytes]:
     from conduitd.sync.differ import differing_paths
 
     async with writer_session(load_config(mirror.config)) as session:
-        ids = []
-        for root in (mirror.source, mirror.target):
-            row = await session.library.db.fetch_one(
-                "SELECT id FROM location WHERE path = ?", (os.fsencode(root),)
-            )
-            assert row is not None
-            ids.append(int(row[0]))
-            await session.indexer.scan(ids[-1])
-        return await differing_paths(session.library.db, ids[0], ids[1])
+        source_id, target_id = await scan_both(mirror, session)
+        return await differing_paths(session.library.db, source_id, target_id)
 
 
 # ------------------------------------------------------------ job ordering

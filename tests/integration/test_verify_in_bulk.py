@@ -10,7 +10,6 @@ indexes current, however the barrier made them so.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,14 @@ import pytest
 
 from conduitd.jobs.runner import TransferRunner
 from conduitd.sync import service as service_module
-from helpers.mirror import Mirror, generation_rows, listing, make_mirror, write
+from helpers.mirror import (
+    Mirror,
+    generation_rows,
+    listing,
+    make_mirror,
+    scan_both,
+    write,
+)
 from helpers.seams import SeamCopier
 
 
@@ -46,12 +52,7 @@ async def sync_as_daemon(m: Mirror, *, runner: Any = None) -> Any:
 
     config = load_config(m.config)
     async with writer_session(config) as session:
-        for root in (m.source, m.target):
-            row = await session.library.db.fetch_one(
-                "SELECT id FROM location WHERE path = ?", (os.fsencode(root),)
-            )
-            assert row is not None
-            await session.indexer.scan(int(row[0]))
+        await scan_both(m, session)
         service = FileSyncService(
             session.library,
             session.tm,

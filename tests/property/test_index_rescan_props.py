@@ -20,7 +20,7 @@ from conduitd.index.state import TRANSITIONS, InvalidTransition
 from conduitd.storage.database import Database
 from conduitd.storage.entries import load_entry_map
 from conduitd.storage.library import open_library
-from conduitd.storage.locations import ensure_location
+from conduitd.storage.locations import ensure_location, get_location
 from conduitd.storage.models import EntryRow
 from helpers.digests import ENTRY_ROWS, untrue_digests
 
@@ -141,12 +141,9 @@ async def _counted_totals(db: Database, location_id: int) -> tuple[int, int]:
 
 async def _kept_totals(db: Database, location_id: int) -> tuple[int, int]:
     """The totals every write keeps on the location's row."""
-    row = await db.fetch_one(
-        "SELECT total_file_count, total_byte_size FROM location WHERE id = ?",
-        (location_id,),
-    )
-    assert row is not None
-    return int(row[0]), int(row[1])
+    location = await get_location(db, location_id)
+    assert location is not None
+    return location.total_file_count, location.total_byte_size
 
 
 async def _misparented(db: Database, location_id: int) -> list[bytes]:
