@@ -7,6 +7,7 @@ from typing import Final
 
 from conduitd.storage.database import Database, Row, Transaction, fetch_in
 from conduitd.storage.models import BaselineRow, EntryKind
+from conduitd.storage.state_sql import differs_within_kind
 
 _SELECT: Final = (
     "SELECT relative_path, kind, size, mtime_ns, mode, content_id, symlink_target,"
@@ -117,6 +118,63 @@ async def replace_baseline_paths(
             for row in upserts
         ],
     )
+
+
+# The paths whose baseline a run sets from the indexes; a temporary table of
+# the connection, filled and emptied inside the writing transaction.
+_TOUCHED: Final = "temp.baseline_touched"
+_AGREED_UPSERT: Final = f"""
+INSERT INTO sync_baseline (conduit_id, relative_path, kind, content_id, size,
+    mtime_ns, mode, symlink_target, generation)
+SELECT ?3, s.relative_path, s.kind, s.content_id, s.size, s.mtime_ns, s.mode,
+    s.symlink_target, ?4
+FROM {_TOUCHED} p
+JOIN entry s ON s.location_id = ?1 AND s.relative_path = p.relative_path
+JOIN entry t ON t.location_id = ?2 AND t.relative_path = p.relative_path
+WHERE s.kind = t.kind AND NOT {differs_within_kind("s", "t")}
+ON CONFLICT (conduit_id, relative_path) DO UPDATE SET kind = excluded.kind,
+    content_id = excluded.content_id, size = excluded.size,
+    mtime_ns = excluded.mtime_ns, mode = excluded.mode,
+    symlink_target = excluded.symlink_target, generation = excluded.generation
+"""
+_GONE_DELETE: Final = f"""
+DELETE FROM sync_baseline WHERE conduit_id = ?3 AND relative_path IN (
+    SELECT p.relative_path FROM {_TOUCHED} p
+    WHERE NOT EXISTS (SELECT 1 FROM entry s
+        WHERE s.location_id = ?1 AND s.relative_path = p.relative_path)
+    AND NOT EXISTS (SELECT 1 FROM entry t
+        WHERE t.location_id = ?2 AND t.relative_path = p.relative_path))
+"""
+
+
+async def record_agreed_paths(
+    tx: Transaction,
+    conduit_id: int,
+    source_id: int,
+    target_id: int,
+    paths: Iterable[bytes],
+    generation: int,
+) -> None:
+    """Set the baseline of `paths` from both sides' index rows, in SQL.
+
+    Where the two rows hold the same state (the resolver's `same_state`),
+    the source's row becomes the baseline; where neither side has a row, the
+    baseline row goes; anything else keeps its old row (a skipped copy must
+    still look changed to the next run). Loading both sides' rows of every
+    path into objects to compare them took 2.8 of the 3.5 s this cost after
+    a first two-way sync of 100k files (issue 6 bench).
+    """
+    await tx.execute(
+        f"CREATE TABLE IF NOT EXISTS {_TOUCHED}"
+        " (relative_path BLOB PRIMARY KEY) WITHOUT ROWID"
+    )
+    await tx.execute_many(
+        f"INSERT OR IGNORE INTO {_TOUCHED} VALUES (?)", ((p,) for p in paths)
+    )
+    params = (source_id, target_id, conduit_id, generation)
+    await tx.execute(_AGREED_UPSERT, params)
+    await tx.execute(_GONE_DELETE, params[:3])
+    await tx.execute(f"DELETE FROM {_TOUCHED}")
 
 
 async def clear_baseline(tx: Transaction, conduit_id: int) -> None:

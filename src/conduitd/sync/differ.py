@@ -21,16 +21,14 @@ from __future__ import annotations
 from typing import Final
 
 from conduitd.storage.database import Reader
+from conduitd.storage.state_sql import differs_within_kind
 
-_DIFFERING_SQL: Final = """
+_DIFFERING_SQL: Final = f"""
 SELECT s.relative_path FROM entry s
 LEFT JOIN entry t ON t.location_id = ?2 AND t.relative_path = s.relative_path
 WHERE s.location_id = ?1 AND s.relative_path != x'' AND (
     t.id IS NULL OR s.kind != t.kind OR s.unreadable OR t.unreadable
-    OR (s.kind != 1 AND s.mtime_ns != t.mtime_ns)
-    OR (s.kind != 2 AND (s.mode & 4095) != (t.mode & 4095))
-    OR (s.kind = 0 AND (s.size != t.size OR s.content_id IS NOT t.content_id))
-    OR (s.kind = 2 AND s.symlink_target IS NOT t.symlink_target))
+    OR {differs_within_kind("s", "t")})
 UNION ALL
 SELECT t.relative_path FROM entry t
 WHERE t.location_id = ?2 AND t.relative_path != x'' AND NOT EXISTS (
@@ -42,15 +40,11 @@ WHERE t.location_id = ?2 AND t.relative_path != x'' AND NOT EXISTS (
 # Bidirectional (issue 6): paths whose source row moved away from the baseline
 # (or has none), and baseline rows the source lacks. With the query above this
 # covers every path where source, target and baseline do not all agree.
-_BASELINE_SQL: Final = """
+_BASELINE_SQL: Final = f"""
 SELECT s.relative_path FROM entry s
 LEFT JOIN sync_baseline b ON b.conduit_id = ?2 AND b.relative_path = s.relative_path
 WHERE s.location_id = ?1 AND s.relative_path != x'' AND (
-    b.relative_path IS NULL OR s.kind != b.kind
-    OR (s.kind != 1 AND s.mtime_ns != b.mtime_ns)
-    OR (s.kind != 2 AND (s.mode & 4095) != (b.mode & 4095))
-    OR (s.kind = 0 AND (s.size != b.size OR s.content_id IS NOT b.content_id))
-    OR (s.kind = 2 AND s.symlink_target IS NOT b.symlink_target))
+    b.relative_path IS NULL OR s.kind != b.kind OR {differs_within_kind("s", "b")})
 UNION ALL
 SELECT b.relative_path FROM sync_baseline b
 WHERE b.conduit_id = ?2 AND NOT EXISTS (

@@ -75,9 +75,11 @@ def agreed_entry(
 ) -> EntryRow | None:
     """The state both sides agree on (the source's row), or None if they differ.
 
-    The service uses it after a run to write the baseline of touched paths:
+    The definition of the baseline a run leaves for the paths it touched:
     agreed → upsert the row, both absent → drop it, otherwise keep the old row
-    (a skipped copy must still look changed to the next run).
+    (a skipped copy must still look changed to the next run). The service
+    writes it in SQL (`storage.baselines.record_agreed_paths`); a property
+    test holds that to this function.
     """
     if source is None or target is None:
         return None

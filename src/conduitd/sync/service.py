@@ -48,6 +48,7 @@ from conduitd.storage.baselines import (
     has_any_baseline,
     load_baseline,
     load_baseline_subset,
+    record_agreed_paths,
     replace_baseline_paths,
 )
 from conduitd.storage.conduits import (
@@ -114,7 +115,6 @@ from conduitd.sync.planning import (
     written_paths,
 )
 from conduitd.sync.resolver import (
-    agreed_entry,
     resolve_bidirectional,
     resolve_mirror,
     resolve_selective,
@@ -1196,24 +1196,23 @@ class FileSyncService:
         operations: SyncOperations,
         touched: set[bytes],
     ) -> None:
-        source = await load_entry_subset(tx, endpoints.source.id, touched)
-        target = await load_entry_subset(tx, endpoints.target.id, touched)
-        upserts = {
-            e.relative_path: to_baseline(e, generation.generation)
-            for e in operations.baseline_updates
-        }
-        deletes = set(operations.baseline_deletes)
-        for path in touched:
-            s, t = source.get(path), target.get(path)
-            if s is None and t is None:
-                deletes.add(path)
-                upserts.pop(path, None)
-                continue
-            agreed = agreed_entry(s, t)
-            if agreed is not None:
-                upserts[path] = to_baseline(agreed, generation.generation)
+        updates = [
+            to_baseline(e, generation.generation) for e in operations.baseline_updates
+        ]
         await replace_baseline_paths(
-            tx, record.id, upserts.values(), deletes - set(upserts)
+            tx,
+            record.id,
+            updates,
+            set(operations.baseline_deletes) - {row.relative_path for row in updates},
+        )
+        # Then what the run left equal on both sides, over those rows.
+        await record_agreed_paths(
+            tx,
+            record.id,
+            endpoints.source.id,
+            endpoints.target.id,
+            touched,
+            generation.generation,
         )
 
     async def _interrupt(
