@@ -10,13 +10,12 @@ equal the model applied in Python.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import anyio
 import hypothesis.strategies as st
+import pytest
 from hypothesis import given, settings
 
 from conduitd.config import load_config
@@ -115,8 +114,8 @@ class _Library:
     """A library with one two-way conduit, built once per module; each
     example replaces its rows inside a transaction that it rolls back."""
 
-    def __init__(self) -> None:
-        self.work = Path(tempfile.mkdtemp(prefix="conduitd-baseline-sql-"))
+    def __init__(self, work: Path) -> None:
+        self.work = work
         for side in ("src", "dst"):
             (self.work / side).mkdir()
         config_path = self.work / "conduitd.toml"
@@ -205,26 +204,18 @@ class _RollBack(Exception):
         self.written = written
 
 
-_LIBRARY: _Library | None = None
-
-
-def _library() -> _Library:
-    global _LIBRARY
-    if _LIBRARY is None:
-        _LIBRARY = _Library()
-    return _LIBRARY
-
-
-def teardown_module() -> None:
-    if _LIBRARY is not None:
-        shutil.rmtree(_LIBRARY.work, ignore_errors=True)
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> _Library:
+    # Module scope: built once, shared by every example hypothesis draws.
+    return _Library(tmp_path_factory.mktemp("baseline-sql"))
 
 
 @settings(max_examples=150, deadline=None)
 @given(pairs(), sides, st.sets(st.sampled_from(PATHS)))
 def test_sql_baseline_matches_the_model(
+    library: _Library,
     both: tuple[dict[bytes, EntryRow], dict[bytes, EntryRow]],
     old: dict[bytes, EntryRow],
     touched: set[bytes],
 ) -> None:
-    anyio.run(_library().check, *both, old, touched)
+    anyio.run(library.check, *both, old, touched)

@@ -9,12 +9,11 @@ fix: they cost what is asked for, not what exists).
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import anyio
 import hypothesis.strategies as st
+import pytest
 from hypothesis import given, settings
 
 from conduitd.config import load_config
@@ -57,8 +56,8 @@ def _ancestors(path: bytes) -> set[bytes]:
 class _Library:
     """One synced bidirectional conduit over TREE, built once per module."""
 
-    def __init__(self) -> None:
-        self.work = Path(tempfile.mkdtemp(prefix="conduitd-subsets-"))
+    def __init__(self, work: Path) -> None:
+        self.work = work
         source, target = self.work / "src", self.work / "dst"
         for rel in TREE:
             path = source / rel
@@ -99,23 +98,15 @@ class _Library:
             assert await load_baseline_subset(db, 1, wanted) == expected_base
 
 
-_LIBRARY: _Library | None = None
-
-
-def _library() -> _Library:
-    global _LIBRARY
-    if _LIBRARY is None:
-        _LIBRARY = _Library()
-    return _LIBRARY
-
-
-def teardown_module() -> None:
-    if _LIBRARY is not None:
-        shutil.rmtree(_LIBRARY.work, ignore_errors=True)
+@pytest.fixture(scope="module")
+def library(tmp_path_factory: pytest.TempPathFactory) -> _Library:
+    # Module scope: built once, shared by every example hypothesis draws.
+    return _Library(tmp_path_factory.mktemp("subsets"))
 
 
 @settings(max_examples=40, deadline=None)
 @given(st.sets(st.sampled_from(CANDIDATES), max_size=6))
-def test_subset_loaders_match_filtered_whole_maps(wanted: set[bytes]) -> None:
-    library = _library()
+def test_subset_loaders_match_filtered_whole_maps(
+    library: _Library, wanted: set[bytes]
+) -> None:
     anyio.run(library.check, wanted)
