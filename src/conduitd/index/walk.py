@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-import blake3
+from xxhash import xxh3_128_intdigest
 
 from conduitd.index.marker import CONDUITD_DIR
 from conduitd.storage.entries import (
@@ -178,16 +178,19 @@ class Listing:
 # updates its parent's digest from the child's old and new rows alone
 # (`digest_with`), and the listing order does not matter. The children fall in
 # `DIGEST_BUCKETS` buckets by name (CRC-32): each bucket has a slot of its own
-# in the sum, which counts its children and adds up their 128-bit BLAKE3s, so
+# in the sum, which counts its children and adds up their 128-bit XXH3s, so
 # a listing that differs shows which buckets hold the change, and a scan loads
 # only the rows of those (`Listing.suspects`; the counts tell whether a row of
-# such a bucket is missing from the listing). A child's BLAKE3 covers: name
+# such a bucket is missing from the listing). A child's XXH3 covers: name
 # length, symlink target length, kind, size, mtime_ns, ctime_ns, inode, mode,
 # then the name and the target (the lengths make it unambiguous). Slots never
 # carry into each other: a slot's sum stays below 2**160 for 2**32 children.
+# XXH3, not BLAKE3: a term is no content id (a change the digest missed would
+# still meet every re-check before a destructive step), nobody can choose the
+# ctime it covers, and a scan computes one per child: 0.08 us against 0.65
+# (an unchanged 100k-file side, 0.06 s of a one-shot run's 0.27 s scan).
 _DIGEST_ROW: Final = struct.Struct("<HHBqqqQq")
 DIGEST_BUCKETS: Final = 16
-_HASH_BYTES: Final = 16
 _COUNT_SHIFT: Final = 160  # within a slot: the sum below, the count above
 _SLOT_BITS: Final = 192
 _SLOT_MASK: Final = (1 << _SLOT_BITS) - 1
@@ -200,8 +203,7 @@ def name_bucket(name: bytes) -> int:
 
 
 def _term(name: bytes, hashed: bytes) -> int:
-    h = int.from_bytes(blake3.blake3(hashed).digest(_HASH_BYTES), "little")
-    return (h + _ONE_CHILD) << (_SLOT_BITS * name_bucket(name))
+    return (xxh3_128_intdigest(hashed) + _ONE_CHILD) << (_SLOT_BITS * name_bucket(name))
 
 
 def child_term(relative_path: bytes, values: EntryValues) -> int | None:
@@ -328,8 +330,7 @@ def _read_children(
     entries = listing.entries
     buckets = listing.buckets
     pack = _DIGEST_ROW.pack
-    term = blake3.blake3
-    from_bytes = int.from_bytes
+    term = xxh3_128_intdigest
     crc32 = zlib.crc32
     lstat = os.lstat
     slots = [0] * DIGEST_BUCKETS
@@ -382,9 +383,7 @@ def _read_children(
                 st.st_ino,
                 mode,
             )
-            slots[bucket] += from_bytes(
-                term(part + name + tail).digest(_HASH_BYTES), "little"
-            )
+            slots[bucket] += term(part + name + tail)
         entries.append((child, st, target))
         buckets.append(bucket)
     listing.count = len(entries)

@@ -267,6 +267,11 @@ UPDATE location SET
     );
 """
 
+# Listing digests add up XXH3 terms instead of BLAKE3 ones (issue 5 bench: a
+# scan computes one per child): old digests are forgotten, the next scan
+# stores new ones.
+LISTING_DIGEST_XXH3: Final = LISTING_DIGEST_SUMS
+
 LIBRARY_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "initial library schema", INITIAL),
     Migration(201, "location marker flag", LOCATION_MARKER_FLAG),
@@ -278,4 +283,5 @@ LIBRARY_MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(207, "listing digests by bucket", LISTING_DIGEST_BUCKETS),
     Migration(208, "trash rows by age", TRASH_AGE_INDEX),
     Migration(209, "location totals kept by every write", LOCATION_TOTALS_KEPT),
+    Migration(210, "listing digests of XXH3 terms", LISTING_DIGEST_XXH3),
 )
