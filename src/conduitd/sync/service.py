@@ -811,14 +811,8 @@ class FileSyncService:
         async with self.tm.transaction() as tx:
             await self.conduits.mark_checked(tx, record.id)
             if conduit.mode is SyncMode.BIDIRECTIONAL:
-                await replace_baseline_paths(
-                    tx,
-                    record.id,
-                    (
-                        to_baseline(e, record.sync_generation)
-                        for e in operations.baseline_updates
-                    ),
-                    operations.baseline_deletes,
+                await _write_resolved_baseline(
+                    tx, record.id, operations, record.sync_generation
                 )
 
     async def _start_generation(self, record: ConduitRecord) -> GenerationRecord:
@@ -1196,15 +1190,7 @@ class FileSyncService:
         operations: SyncOperations,
         touched: set[bytes],
     ) -> None:
-        updates = [
-            to_baseline(e, generation.generation) for e in operations.baseline_updates
-        ]
-        await replace_baseline_paths(
-            tx,
-            record.id,
-            updates,
-            set(operations.baseline_deletes) - {row.relative_path for row in updates},
-        )
+        await _write_resolved_baseline(tx, record.id, operations, generation.generation)
         # Then what the run left equal on both sides, over those rows.
         await record_agreed_paths(
             tx,
@@ -1230,6 +1216,20 @@ class FileSyncService:
                     tx, generation.id, GenerationStatus.INTERRUPTED, "interrupted"
                 )
             log.warning("generation_interrupted")
+
+
+async def _write_resolved_baseline(
+    tx: LoggedTransaction, conduit_id: int, operations: SyncOperations, generation: int
+) -> None:
+    """The baseline rows the resolution settled by itself: paths already equal
+    on both sides, and rows that must go (`replace_baseline_paths` deletes
+    before it upserts: a path in both ends with its update)."""
+    await replace_baseline_paths(
+        tx,
+        conduit_id,
+        (to_baseline(e, generation) for e in operations.baseline_updates),
+        operations.baseline_deletes,
+    )
 
 
 def _destructive(operations: SyncOperations) -> bool:
